@@ -39,7 +39,7 @@ test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 lint: setup
-	$(BIN)/ruff check i2p_ros test benchmarks launch setup.py
+	$(BIN)/ruff check $(wildcard i2p_ros test benchmarks launch) setup.py
 
 bench: setup
 	@set -e; for b in benchmarks/*.py; do case $$b in */_*) continue;; esac; \
