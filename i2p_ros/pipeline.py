@@ -22,6 +22,8 @@ from .checkpoint import LoadedModel, load_model
 from .models.build import FEATURE_NAMES, ModelConfig
 from .sparse import SparseTensor, voxelize
 
+Bounds = tuple[tuple[float, float, float], tuple[float, float, float]]
+
 __all__ = ["SegmentationResult", "SegmentationPipeline", "resolve_device", "default_checkpoint_path"]
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "models" / "weights" / "lite0_sim_demo.pt"
@@ -59,7 +61,7 @@ class SegmentationPipeline:
     """
 
     def __init__(self, model: nn.Module | None, config: ModelConfig, raw_ids: list[int], *,
-                 device: str = "auto", bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+                 device: str = "auto", bounds: Bounds | None = None,
                  num_threads: int | None = None, network: Callable[[SparseTensor], Tensor] | None = None,
                  warmup: bool = True) -> None:
         if model is None and network is None:
@@ -90,7 +92,8 @@ class SegmentationPipeline:
     def warmup(self) -> None:
         """One pass on a synthetic scan so the first real frame does not pay for allocator/kernels warm-up."""
         g = torch.Generator().manual_seed(0)
-        pts = torch.rand(4096, 4, generator=g) * torch.tensor([20.0, 20.0, 2.0, 1.0]) - torch.tensor([10.0, 10.0, 1.5, 0])
+        scale, shift = torch.tensor([20.0, 20.0, 2.0, 1.0]), torch.tensor([10.0, 10.0, 1.5, 0.0])
+        pts = torch.rand(4096, 4, generator=g) * scale - shift
         self.segment(pts.numpy())
 
     @torch.inference_mode()
