@@ -109,5 +109,6 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad:
             continue
         owner = model.get_submodule(".".join(name.split(".")[:-1])) if "." in name else model
-        (no_decay if isinstance(owner, (BatchNorm, nn.BatchNorm1d)) or name.endswith("bias") else decay).append(p)
+        is_norm = isinstance(owner, nn.modules.batchnorm._BatchNorm)  # ours, BatchNorm1d and SyncBatchNorm
+        (no_decay if is_norm or name.endswith("bias") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

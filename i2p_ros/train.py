@@ -130,8 +130,9 @@ class Trainer:
         if self.model_cfg.num_classes != self.labels.num_classes:
             self.model_cfg = replace(self.model_cfg, num_classes=self.labels.num_classes)
         prior = cfg.prior if uses_prior(cfg.fip) else "none"
-        if cfg.fip in ("io", "io_bn") and prior == "none":
-            raise ConfigError(f"FIP mode {cfg.fip!r} freezes the inflated encoder: it needs a prior, got prior none")
+        if cfg.fip in ("io", "io_bn") and prior == "none" and dist.is_main:
+            # the paper's control experiment: the same frozen encoder, but random instead of ImageNet weights
+            print(f"note: FIP mode {cfg.fip} with prior none freezes a randomly initialised encoder")
         self.model_cfg = replace(self.model_cfg, prior=prior)
         model, report = build_model(self.model_cfg)
         self.prior_report = report
