@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.i2p-setup-stamp
 # The local CPU wheel; any other torch spec pulls several GB of CUDA packages.
 TORCH := torch==2.13.0
-ROS_WHEELS := ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-rmw-fastrtps-cpp
+ROS_WHEELS := ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-diagnostic-msgs ros-kilted-rmw-fastrtps-cpp
 EXTRAS := test,deploy,prior
 # Keep DDS traffic on this machine and away from other ROS graphs.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
