@@ -47,7 +47,8 @@ def resolve_device(device: str) -> torch.device:
 @dataclass
 class SegmentationResult:
     labels: np.ndarray                       # uint16 [N] raw SemanticKITTI ids, 0 = unlabeled
-    confidence: np.ndarray | None            # float32 [N] softmax probability of the label (0 where unlabeled)
+    confidence: np.ndarray | None            # float32 [N] softmax probability of the label (0 where unlabeled),
+                                             # None unless segment(..., confidence=True)
     num_voxels: int
     num_valid_points: int
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -97,8 +98,12 @@ class SegmentationPipeline:
         self.segment(pts.numpy())
 
     @torch.inference_mode()
-    def segment(self, points: np.ndarray | Tensor) -> SegmentationResult:
-        """Label every point of ``points`` ``[N, >=3]`` (columns x, y, z[, intensity]); returns raw ids."""
+    def segment(self, points: np.ndarray | Tensor, confidence: bool = False) -> SegmentationResult:
+        """Label every point of ``points`` ``[N, >=3]`` (columns x, y, z[, intensity]); returns raw ids.
+
+        ``confidence=True`` also returns each point's softmax probability of its label (costs a softmax
+        over all voxel logits, ~2 ms on a full scan, so it is off unless asked for).
+        """
         timings: dict[str, float] = {}
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
@@ -116,32 +121,33 @@ class SegmentationPipeline:
         t1 = time.perf_counter()
         timings["voxelize"] = (t1 - t0) * 1e3
         labels = torch.zeros(n, dtype=torch.int32, device=self.device)
-        confidence = None
+        conf = torch.zeros(n, device=self.device) if confidence else None
+        num_valid = 0
+        t2 = t1
         if vox.num_voxels:
             x = SparseTensor(vox.feats, vox.coords)
             logits = self._network(x)
             sync()
             t2 = time.perf_counter()
-            timings["network"] = (t2 - t1) * 1e3
-            cache = x.cache
-            kmap_ms = getattr(cache, "build_ms", None)
-            if kmap_ms is not None:
+            kmap_ms = getattr(x.cache, "build_ms", None)
+            if kmap_ms is not None:  # maps are built lazily inside the forward: report them apart
                 timings["kernel_maps"] = float(kmap_ms)
-            prob, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
+            timings["network"] = (t2 - t1) * 1e3 - timings.get("kernel_maps", 0.0)
+            best, cls = logits.max(dim=1)
             valid = vox.inverse >= 0
-            point_cls = torch.where(valid, cls.index_select(0, vox.inverse.clamp(min=0)),
-                                    torch.full_like(vox.inverse, len(self.class_raw_ids)))
-            labels = self.raw_lut.index_select(0, point_cls)
-            confidence = torch.where(valid, prob.index_select(0, vox.inverse.clamp(min=0)), torch.zeros_like(prob[:1]))
+            rows = vox.inverse.clamp(min=0)
+            unlabeled = torch.full_like(vox.inverse, len(self.class_raw_ids))
+            labels = self.raw_lut.index_select(0, torch.where(valid, cls.index_select(0, rows), unlabeled))
+            if confidence:
+                # max softmax probability = 1 / sum(exp(logit - max logit))
+                prob = 1.0 / torch.exp(logits.float() - best.float().unsqueeze(1)).sum(dim=1)
+                conf = torch.where(valid, prob.index_select(0, rows), torch.zeros_like(prob[:1]))
             num_valid = int(valid.sum())
         else:
-            t2 = t1
             timings["network"] = 0.0
-            confidence = torch.zeros(n, device=self.device)
-            num_valid = 0
         out_labels = labels.to(torch.uint16).cpu().numpy() if labels.device.type != "cpu" else \
             labels.numpy().astype(np.uint16)
-        out_conf = confidence.float().cpu().numpy()
+        out_conf = conf.float().cpu().numpy() if conf is not None else None
         t3 = time.perf_counter()
         timings["devoxelize"] = (t3 - t2) * 1e3
         timings["total"] = (t3 - t0) * 1e3

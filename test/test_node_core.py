@@ -152,7 +152,7 @@ def test_confidence_field_is_the_pipeline_confidence_after_label_and_rgb():
         pts[name] = rng.normal(scale=5, size=300)
     cloud = _cloud(pts)
     pipeline = stub_pipeline()
-    res = pipeline.segment(np.column_stack([pts["x"], pts["y"], pts["z"], np.zeros(300)]).astype(np.float32))
+    res = pipeline.segment(np.column_stack([pts["x"], pts["y"], pts["z"], np.zeros(300)]).astype(np.float32), confidence=True)
     lut = pc.make_rgb_lut(load_label_config().color_map_bgr)
     out = encode_with_confidence(cloud, res.labels, res.confidence, lut, factory=pc.PlainFactory())
     plain = pc.encode_labeled(cloud, res.labels, lut, factory=pc.PlainFactory())

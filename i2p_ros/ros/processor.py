@@ -95,7 +95,7 @@ class FramePipeline:
         t0 = time.perf_counter()
         xyzi = self.points(cloud, s)
         t1 = time.perf_counter()
-        res = self.pipeline.segment(xyzi)
+        res = self.pipeline.segment(xyzi, confidence=s.publish_confidence)
         t2 = time.perf_counter()
         skipped = False
         if s.publish_confidence and CONFIDENCE_FIELD not in {f.name for f in cloud.fields}:
