@@ -130,7 +130,7 @@ def test_parameters_described_validated_and_applied_at_run_time():
             assert wait_for(lambda: probe.clouds, 20.0)
     got = pc.read_points(probe.clouds[0])
     ref_in = np.column_stack([xyzi[:, :3], points["reflectivity"].astype(np.float32) * np.float32(1 / 255)])
-    ref = pipeline.segment(ref_in)
+    ref = pipeline.segment(ref_in, confidence=True)
     np.testing.assert_array_equal(got["label"], ref.labels)     # the new intensity scale was used
     np.testing.assert_allclose(got["confidence"], ref.confidence, rtol=0, atol=0)
     np.testing.assert_array_equal(got["reflectivity"], points["reflectivity"])
