@@ -46,8 +46,7 @@ bench: setup
 	  echo "== $$b"; $(BIN)/python $$b; done
 
 demo: setup
-	@echo "make demo: the demo (simulated drive -> rosbag -> segment_node -> report) is not built yet (issue 7)." >&2
-	@exit 1
+	$(BIN)/python -m i2p_ros.demo --out demo_out
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

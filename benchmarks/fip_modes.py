@@ -1,0 +1,137 @@
+"""Does the ImageNet prior help? Image2Point's central claim, tested on held-apart simulator drives.
+
+Trains lite0 with the same budget in every FIP mode, with the inflated ImageNet prior and with random
+init (``--prior none``; FIP-ALL without a prior is ``scratch``), and validates on a drive built from
+other seeds. Reports trainable parameters, the final and best validation mIoU, and the steps needed to
+reach a target mIoU; draws the convergence curves. Writes benchmarks/results/fip_modes.{json,png}.
+
+    python benchmarks/fip_modes.py [--steps 400] [--eval-every 50] [--train-scans 12] [--azimuth-steps 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import format_table, machine_info, write_json  # noqa: E402
+
+from i2p_ros.config import from_mapping  # noqa: E402
+from i2p_ros.data.sim import main as sim_main  # noqa: E402
+from i2p_ros.distributed import DistInfo  # noqa: E402
+from i2p_ros.run_log import read_metrics  # noqa: E402
+from i2p_ros.train import Trainer  # noqa: E402
+from i2p_ros.train_config import TrainConfig  # noqa: E402
+
+RUNS = [("scratch", "none"), ("io", "imagenet"), ("io", "none"), ("io_bn", "imagenet"), ("io_bn", "none"),
+        ("all", "imagenet")]
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def make_data(root: Path, train_scans: int, val_scans: int, azimuth: int) -> None:
+    """Train on sequences 00-01 (seed 100), validate on 08 (seed 900): different street layouts."""
+    common = ["--azimuth-steps", str(azimuth), "--quiet"]
+    assert sim_main(["--out", str(root), "--sequences", "0,1", "--scans", str(train_scans // 2),
+                     "--seed", "100", *common]) == 0
+    assert sim_main(["--out", str(root), "--sequences", "8", "--scans", str(val_scans), "--seed", "900",
+                     *common]) == 0
+
+
+def run_config(root: Path, fip: str, prior: str, args) -> TrainConfig:
+    per_epoch = max(1, (args.train_scans // 2 * 2) // args.batch_size)  # an epoch = one pass over the drive
+    epochs = max(1, round(args.steps / per_epoch))
+    return from_mapping(TrainConfig, {
+        "model": "lite0", "fip": fip, "prior": prior, "epochs": epochs, "batch_size": args.batch_size,
+        "val_every_epochs": max(1, round(args.eval_every / per_epoch)),
+        "data": {"root": str(root), "train_split": [0, 1], "val_split": [8], "max_voxels": args.max_voxels,
+                 "augment": {"yaw": True, "scale": [0.95, 1.05]}, "num_workers": 0},
+        "optim": {"name": "adamw", "lr": args.lr, "weight_decay": 1e-4, "schedule": "cosine",
+                  "warmup_steps": 20},
+        "log_every_steps": 10, "seed": args.seed, "device": "cpu", "amp": False,
+    }, "fip_modes")
+
+
+def steps_to(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((s for s, m in curve if m >= target), None)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--train-scans", type=int, default=12)
+    p.add_argument("--val-scans", type=int, default=4)
+    p.add_argument("--azimuth-steps", type=int, default=1000)
+    p.add_argument("--max-voxels", type=int, default=30000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--target", type=float, default=0.30, help="target val mIoU for 'steps to target'")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma-separated fip:prior runs, e.g. io_bn:imagenet")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    runs = RUNS if not args.only else [tuple(r.split(":")) for r in args.only.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "sim"
+        make_data(root, args.train_scans, args.val_scans, args.azimuth_steps)
+        for fip, prior in runs:
+            t0 = time.perf_counter()
+            out = Path(tmp) / f"{fip}_{prior}"
+            trainer = Trainer(run_config(root, fip, prior, args), out, DistInfo(0, 1, 0, torch.device("cpu")),
+                              progress=False)
+            trainer.fit()
+            rows = read_metrics(out / "metrics.jsonl")
+            curve = [(r["step"], r["val/miou"]) for r in rows if "val/miou" in r]
+            results.append({
+                "fip": fip, "prior": prior, "trainable": trainer.fip_plan.trainable_count,
+                "total": trainer.fip_plan.total_count, "final_val_miou": curve[-1][1] if curve else None,
+                "best_val_miou": max(m for _, m in curve) if curve else None,
+                "steps_to_target": steps_to(curve, args.target), "curve": curve,
+                "minutes": (time.perf_counter() - t0) / 60,
+            })
+            r = results[-1]
+            print(f"{fip:>7} prior={prior:<8} val mIoU {100 * r['final_val_miou']:.1f} "
+                  f"(best {100 * r['best_val_miou']:.1f}) in {r['minutes']:.1f} min", flush=True)
+    header = ["FIP mode", "prior", "trainable params", "final val mIoU %", "best val mIoU %",
+              f"steps to {100 * args.target:.0f}%"]
+    table = [[r["fip"], r["prior"], f"{r['trainable']:,}", 100 * r["final_val_miou"], 100 * r["best_val_miou"],
+              r["steps_to_target"] if r["steps_to_target"] is not None else "not reached"] for r in results]
+    print(format_table(header, table))
+    write_json(OUT / "fip_modes.json", {"benchmark": "fip_modes", "machine": machine_info(),
+                                        "settings": vars(args), "results": results})
+    _plot(results, OUT / "fip_modes.png", args.target)
+    print(f"wrote {OUT / 'fip_modes.json'} and {OUT / 'fip_modes.png'}")
+    return 0
+
+
+def _plot(results: list[dict], path: Path, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        if r["curve"]:
+            s, m = zip(*r["curve"])
+            ax.plot(s, [100 * v for v in m], marker="o", ms=3, ls="-" if r["prior"] == "imagenet" else "--",
+                    label=f"{r['fip']} / {r['prior']}")
+    ax.axhline(100 * target, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val mIoU % (held-apart drive)")
+    ax.set_title("lite0 on simulated scans: FIP modes, ImageNet prior vs random init")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
