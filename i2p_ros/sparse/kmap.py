@@ -1,0 +1,408 @@
+"""Kernel maps: which input row feeds which output row through which kernel offset.
+
+Conventions (DESIGN.md §2, torchsparse-compatible):
+
+* odd k: offsets ``(dx, dy, dz)`` in ``-r..r`` (``r = k // 2``), index ``i = (dz+r)*k*k + (dy+r)*k + (dx+r)``
+  (x fastest); even k (only kernel == stride): offsets ``0..k-1``, index ``i = dx*k*k + dy*k + dz`` (x slowest).
+* ``out[p] = sum_i in[p + s_in * dilation * offset_i] @ W[i]`` with ``s_in`` the input tensor stride.
+* strided, kernel == stride: output sites are ``floor(c / s_out) * s_out`` of the input sites;
+  otherwise every multiple of ``s_out`` reachable as ``c - s_in*offset``, not below the minimum input
+  coordinate (per axis, over the whole batch). Optional torchsparse-1.x rule (:func:`floor_downsample_map`,
+  ``Conv3d(sites="floor")``): ``floor(c / s_out) * s_out`` for every kernel size.
+* transposed: the exact transpose of the down map from the finer coordinates (so it returns to them).
+
+How: coordinates of one set are packed into int64 keys ``(b, x, y, z)`` (z fastest, axes padded so that
+neighbour queries never carry into the next axis), sorted once (skipped when already sorted, as voxelize's
+output is), and neighbours found with ``searchsorted``. For dilation 1 one search per ``(dx, dy)`` column
+finds all ``dz`` neighbours (they are consecutive keys, hence consecutive positions); submanifold maps are
+symmetric (offset ``-o`` is offset ``o`` with input and output swapped), so only half the offsets are
+searched, and the centre offset is the identity and is not stored at all. No Python loops over points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .cache import KernelMapCache
+from .plan import ReducePlan, block_pairs_for, build_plan
+
+__all__ = ["KernelMap", "kernel_offsets", "offset_index", "submanifold_map", "downsample_map", "floor_downsample_map",
+           "transposed_map", "neighbour_table", "SortedCoords"]
+
+
+# ---------------------------------------------------------------------------------------------- offsets
+def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
+    """Offsets ``(dx, dy, dz)`` in weight-index order (odd k: x fastest, centred; even k: x slowest, 0..k-1)."""
+    k = int(kernel_size)
+    if k < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {k}")
+    if k % 2 == 1:
+        r = k // 2
+        return [(dx, dy, dz) for dz in range(-r, r + 1) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    return [(dx, dy, dz) for dx in range(k) for dy in range(k) for dz in range(k)]
+
+
+def offset_index(kernel_size: int, dx: int, dy: int, dz: int) -> int:
+    """Weight index of offset ``(dx, dy, dz)`` (the formulas of DESIGN.md §2)."""
+    k = int(kernel_size)
+    if k % 2 == 1:
+        r = k // 2
+        return (dz + r) * k * k + (dy + r) * k + (dx + r)
+    return dx * k * k + dy * k + dz
+
+
+# ---------------------------------------------------------------------------------------------- map type
+@dataclass
+class KernelMap:
+    """Per-offset (input row, output row) pairs; rows index the input / output tensors' features.
+
+    ``in_idx[i]`` / ``out_idx[i]`` are int64 vectors of equal length (None for the identity offset, whose
+    pairs are ``(j, j)`` for every row; then ``n_in == n_out``). Within one offset every output row appears
+    at most once, so accumulation per offset never collides.
+    """
+
+    in_idx: list[Tensor | None]
+    out_idx: list[Tensor | None]
+    n_in: int
+    n_out: int
+    kernel_size: int
+    identity: int | None = None  # offset index whose map is the identity (submanifold centre)
+    out_coords: Tensor | None = None  # coords of the output (strided maps create new ones)
+    symmetric: bool = False  # offset K-1-i holds the pairs of offset i swapped (submanifold maps)
+    _transposed: KernelMap | None = field(default=None, repr=False)
+    _plans: dict[int, ReducePlan] = field(default_factory=dict, repr=False)
+
+    @property
+    def kernel_volume(self) -> int:
+        return len(self.in_idx)
+
+    @property
+    def num_pairs(self) -> int:
+        n = sum(int(t.numel()) for t in self.in_idx if t is not None)
+        return n + (self.n_in if self.identity is not None else 0)
+
+    def transposed(self) -> KernelMap:
+        """The same pairs with input and output swapped (for transposed convs and input gradients)."""
+        if self._transposed is None:
+            t = KernelMap(list(self.out_idx), list(self.in_idx), self.n_out, self.n_in, self.kernel_size,
+                          self.identity, None, self.symmetric)
+            t._transposed = self
+            self._transposed = t
+        return self._transposed
+
+    def plan(self, block_pairs: int | None = None) -> ReducePlan:
+        """The scatter strategy's execution plan for a block size (built once per size; a symmetric map's
+        transpose reuses its plans)."""
+        bp = block_pairs_for(64) if block_pairs is None else int(block_pairs)
+        plan = self._plans.get(bp)
+        if plan is None:
+            other = self._transposed
+            if self.symmetric and other is not None and bp in other._plans:
+                plan = other._plans[bp].relabeled(self.kernel_volume)
+            else:
+                plan = build_plan(self.in_idx, self.out_idx, self.n_out, self.identity, bp)
+            self._plans[bp] = plan
+        return plan
+
+
+# ---------------------------------------------------------------------------------------------- key index
+class SortedCoords:
+    """Sorted int64 keys of one coordinate set, in units of its stride, with padded axes."""
+
+    def __init__(self, coords: Tensor, stride: int, pad: int) -> None:
+        c = coords.to(torch.int64)
+        n = c.shape[0]
+        if n:
+            if stride > 1:
+                c = torch.cat([c[:, :1], torch.div(c[:, 1:], stride, rounding_mode="floor")], dim=1)
+            lo = c.min(dim=0).values
+            hi = c.max(dim=0).values
+            lo_l, hi_l = lo.tolist(), hi.tolist()
+        else:
+            lo_l, hi_l = [0, 0, 0, 0], [0, 0, 0, 0]
+        self.stride = int(stride)
+        self.pad = int(pad)
+        self.lo = [lo_l[0]] + [v - pad for v in lo_l[1:]]
+        self.ext = [hi_l[0] - lo_l[0] + 1] + [h - lo + 1 + 2 * pad for h, lo in zip(hi_l[1:], lo_l[1:])]
+        ex, ey, ez = self.ext[1], self.ext[2], self.ext[3]
+        if self.ext[0] * ex * ey * ez >= 2**62:
+            raise ValueError(f"kernel map: coordinate extents {self.ext} too large to pack into int64 keys")
+        self.mult = (ex * ey * ez, ey * ez, ez, 1)  # multipliers of (b, x, y, z)
+        self.n = n
+        if n:
+            key = (c[:, 0] - self.lo[0]) * self.mult[0]
+            for a in (1, 2, 3):
+                key = key + (c[:, a] - self.lo[a]) * self.mult[a]
+        else:
+            key = torch.zeros(0, dtype=torch.int64, device=coords.device)
+        if n > 1 and bool((key[1:] > key[:-1]).all()):
+            self.keys = key
+            self.perm: Tensor | None = None  # already sorted: position == row
+        else:
+            self.keys, perm = torch.sort(key)
+            self.perm = perm
+            if n > 1 and bool((self.keys[1:] == self.keys[:-1]).any()):
+                raise ValueError("kernel map: coords contain duplicate (batch, x, y, z) rows")
+
+    def rows(self, positions: Tensor) -> Tensor:
+        """Original row indices of sorted positions."""
+        return positions if self.perm is None else self.perm.index_select(0, positions)
+
+    def delta(self, dx: int, dy: int, dz: int) -> int:
+        """Key difference of an offset given in stride units."""
+        return dx * self.mult[1] + dy * self.mult[2] + dz * self.mult[3]
+
+    def lookup(self, query: Tensor) -> tuple[Tensor, Tensor]:
+        """(found mask, sorted position) of arbitrary query keys."""
+        if self.n == 0:
+            z = torch.zeros_like(query, dtype=torch.bool)
+            return z, torch.zeros_like(query)
+        pos = torch.searchsorted(self.keys, query)
+        pos_c = pos.clamp(max=self.n - 1)
+        return self.keys.index_select(0, pos_c) == query, pos_c
+
+
+def sorted_coords(cache: KernelMapCache, cid: int, reach: int) -> SortedCoords:
+    """The cached key index of coordinate set ``cid``, padded for queries up to ``reach`` stride units."""
+    sc = cache.sorted_keys.get(cid)
+    if sc is None or sc.pad < reach:
+        sc = SortedCoords(cache.coords(cid), cache.stride(cid), max(reach, 4))
+        cache.sorted_keys[cid] = sc
+    return sc
+
+
+# ---------------------------------------------------------------------------------------------- builders
+def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation: int = 1) -> KernelMap:
+    """Map of a stride-1 conv of odd ``kernel_size`` on coordinate set ``cid`` (output coords = input coords)."""
+    k = int(kernel_size)
+    if k % 2 == 0:
+        raise ValueError(f"submanifold conv needs an odd kernel size, got {k} (even kernels only as kernel == stride)")
+    d = int(dilation)
+    r = k // 2
+    sc = sorted_coords(cache, cid, r * d)
+    n = sc.n
+    kv = k ** 3
+    centre = offset_index(k, 0, 0, 0)
+    in_idx: list[Tensor | None] = [None] * kv
+    out_idx: list[Tensor | None] = [None] * kv
+    keys = sc.keys
+    dev = keys.device
+
+    def put(o: tuple[int, int, int], hit: Tensor, pos: Tensor) -> None:
+        sel = torch.nonzero(hit).squeeze(1)
+        a = sc.rows(sel)  # rows p whose neighbour p + o exists
+        b = sc.rows(pos.index_select(0, sel))  # that neighbour's row
+        i = offset_index(k, *o)
+        j = offset_index(k, -o[0], -o[1], -o[2])
+        in_idx[i], out_idx[i] = b, a  # out[p] += in[p + o] W[i]
+        in_idx[j], out_idx[j] = a, b  # symmetric: out[p + o] += in[p] W[j]
+
+    if r > 0 and n > 0:
+        # half of the offsets: (dx, dy) columns with dx > 0 or (dx == 0 and dy > 0), plus (0, 0, dz > 0)
+        columns = [(dx, dy) for dx in range(0, r + 1) for dy in range(-r, r + 1) if dx > 0 or dy > 0]
+        last = n - 1
+        if d == 1:
+            for dx, dy in columns:
+                q = keys + sc.delta(dx * d, dy * d, -r)
+                cur = torch.searchsorted(keys, q)
+                for j in range(k):
+                    cur_c = cur.clamp(max=last)
+                    hit = keys.index_select(0, cur_c) == q + j if j else keys.index_select(0, cur_c) == q
+                    put((dx, dy, j - r), hit, cur_c)
+                    if j + 1 < k:
+                        cur = cur + hit
+            # (0, 0, dz>0): the neighbour key + j sits right after row i (keys unique and sorted)
+            cur = torch.arange(1, n + 1, device=dev)
+            for j in range(1, r + 1):
+                cur_c = cur.clamp(max=last)
+                hit = keys.index_select(0, cur_c) == keys + j
+                put((0, 0, j), hit, cur_c)
+                if j < r:
+                    cur = cur + hit
+        else:
+            offs = [(dx, dy, dz) for dx, dy in columns for dz in range(-r, r + 1)]
+            offs += [(0, 0, dz) for dz in range(1, r + 1)]
+            for dx, dy, dz in offs:
+                hit, pos = sc.lookup(keys + sc.delta(dx * d, dy * d, dz * d))
+                put((dx, dy, dz), hit, pos)
+    elif r > 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        for i in range(kv):
+            if i != centre:
+                in_idx[i], out_idx[i] = empty, empty
+    return KernelMap(in_idx, out_idx, n, n, k, identity=centre, out_coords=cache.coords(cid), symmetric=True)
+
+
+def _out_sites_kernel_eq_stride(u: Tensor, s_ratio: int) -> tuple[Tensor, Tensor]:
+    """Kernel == stride: each input u (stride units) -> its cell floor(u / S) and offset index u - S*cell."""
+    cell = torch.div(u, s_ratio, rounding_mode="floor")
+    o = u - cell * s_ratio
+    oi = (o[:, 0] * s_ratio + o[:, 1]) * s_ratio + o[:, 2]
+    return cell, oi
+
+
+def downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stride: int,
+                   dilation: int = 1) -> KernelMap:
+    """Map of a strided conv on coordinate set ``cid``; creates (in ``out_coords``) the coarser coordinates."""
+    k, s_ratio, d = int(kernel_size), int(stride), int(dilation)
+    if s_ratio < 2:
+        raise ValueError(f"downsample_map: stride must be >= 2, got {s_ratio}")
+    if k % 2 == 0 and k != s_ratio:
+        raise ValueError(f"strided conv with even kernel {k} needs kernel == stride (got stride {s_ratio})")
+    if k % 2 == 0 and d != 1:
+        raise ValueError("strided conv with kernel == stride does not support dilation")
+    coords = cache.coords(cid)
+    s_in = cache.stride(cid)
+    s_out = s_in * s_ratio
+    dev = coords.device
+    n = coords.shape[0]
+    c64 = coords.to(torch.int64)
+    b = c64[:, 0]
+    u = torch.div(c64[:, 1:], s_in, rounding_mode="floor")  # stride units of the input
+    kv = k ** 3
+    if k % 2 == 0:
+        cell, oi = _out_sites_kernel_eq_stride(u, s_ratio)
+        cand_b, cand_cell, cand_off, cand_pt = b, cell, oi, torch.arange(n, device=dev)
+    else:
+        r = k // 2
+        umin = u.min(dim=0).values if n else torch.zeros(3, dtype=torch.int64, device=dev)
+        # per axis and offset value: does u - o*d land on a multiple of S, not below the minimum?
+        vals = [o * d for o in range(-r, r + 1)]
+        ok = [[torch.remainder(u[:, a] - v, s_ratio) == 0 for v in vals] for a in range(3)]
+        for a in range(3):
+            for t, v in enumerate(vals):
+                ok[a][t] &= (u[:, a] - v) >= umin[a]
+        bs, cells, counts, pts = [], [], [], []
+        for dx, dy, dz in kernel_offsets(k):
+            m = ok[0][dx + r] & ok[1][dy + r] & ok[2][dz + r]
+            sel = torch.nonzero(m).squeeze(1)
+            counts.append(int(sel.numel()))
+            shift = torch.tensor([dx * d, dy * d, dz * d], dtype=torch.int64, device=dev)
+            cells.append(torch.div(u.index_select(0, sel) - shift, s_ratio, rounding_mode="floor"))
+            bs.append(b.index_select(0, sel))
+            pts.append(sel)
+        cand_b, cand_cell, cand_pt = torch.cat(bs), torch.cat(cells), torch.cat(pts)
+
+    out_coords, inv = _unique_cells(cand_b, cand_cell, s_out)
+    if k % 2 == 0:  # group the pairs by offset (odd kernels generated them offset by offset already)
+        order = torch.argsort(cand_off, stable=True)
+        counts = torch.bincount(cand_off, minlength=kv).tolist()
+        cand_pt = cand_pt.index_select(0, order)
+        inv = inv.index_select(0, order)
+    in_idx = list(torch.split(cand_pt, counts))
+    out_idx = list(torch.split(inv, counts))
+    kmap = KernelMap(in_idx, out_idx, n, int(out_coords.shape[0]), k, identity=None, out_coords=out_coords)
+    return kmap
+
+
+def _unique_cells(b: Tensor, cells: Tensor, s_out: int) -> tuple[Tensor, Tensor]:
+    """Unique (b, cell) rows sorted by (b, x, y, z) -> (int32 coords ``cell * s_out``, row of each input)."""
+    dev = cells.device
+    if b.numel() == 0:
+        return torch.zeros((0, 4), dtype=torch.int32, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
+    lo = cells.min(dim=0).values
+    ext = cells.max(dim=0).values - lo + 1
+    bl = int(b.min())
+    g = cells - lo
+    key = (((b - bl) * ext[0] + g[:, 0]) * ext[1] + g[:, 1]) * ext[2] + g[:, 2]
+    ukey, inv = torch.unique(key, sorted=True, return_inverse=True)
+    z = ukey % ext[2]
+    rest = ukey // ext[2]
+    y = rest % ext[1]
+    rest = rest // ext[1]
+    x = rest % ext[0]
+    bb = rest // ext[0] + bl
+    out = torch.stack([bb, (x + lo[0]) * s_out, (y + lo[1]) * s_out, (z + lo[2]) * s_out], 1)
+    return out.to(torch.int32), inv
+
+
+def floor_downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stride: int,
+                         dilation: int = 1) -> KernelMap:
+    """Strided conv of odd kernel with torchsparse-1.x output sites: ``floor(c / s_out) * s_out`` of the inputs.
+
+    Unlike the torchsparse-2 rule (every reachable multiple), the coarse set never grows with the kernel, so a
+    5x5x5 stride-2 conv halves the resolution like a 2x2x2 one. Pairs: ``out[q] += in[q + s_in*d*o] @ W[o]``.
+    """
+    k, s_ratio, d = int(kernel_size), int(stride), int(dilation)
+    if k % 2 == 0:
+        return downsample_map(cache, cid, k, s_ratio, d)
+    coords = cache.coords(cid)
+    s_in = cache.stride(cid)
+    c64 = coords.to(torch.int64)
+    u = torch.div(c64[:, 1:], s_in, rounding_mode="floor")
+    out_coords, _ = _unique_cells(c64[:, 0], torch.div(u, s_ratio, rounding_mode="floor"), s_in * s_ratio)
+    r = k // 2
+    sc = sorted_coords(cache, cid, r * d + s_ratio)
+    q = out_coords.to(torch.int64)
+    qu = torch.div(q[:, 1:], s_in, rounding_mode="floor")
+    base = (q[:, 0] - sc.lo[0]) * sc.mult[0]
+    for a in range(3):
+        base = base + (qu[:, a] - sc.lo[a + 1]) * sc.mult[a + 1]
+    in_idx: list[Tensor | None] = []
+    out_idx: list[Tensor | None] = []
+    for dx, dy, dz in kernel_offsets(k):
+        hit, pos = sc.lookup(base + sc.delta(dx * d, dy * d, dz * d))
+        sel = torch.nonzero(hit).squeeze(1)
+        in_idx.append(sc.rows(pos.index_select(0, sel)))
+        out_idx.append(sel)
+    return KernelMap(in_idx, out_idx, int(coords.shape[0]), int(out_coords.shape[0]), k, identity=None,
+                     out_coords=out_coords)
+
+
+def transposed_map(cache: KernelMapCache, coarse_cid: int, fine_cid: int, kernel_size: int, stride: int,
+                   dilation: int = 1) -> KernelMap:
+    """Map of a transposed conv from ``coarse_cid`` back to ``fine_cid``, searched directly.
+
+    Used when the down map that produced the coarse set is not in the cache (e.g. it used another kernel).
+    Pairs: fine site ``p`` receives coarse site ``q = p - s_fine*d*o`` through offset ``o``.
+    """
+    k, s_ratio, d = int(kernel_size), int(stride), int(dilation)
+    fine = cache.coords(fine_cid)
+    s_f = cache.stride(fine_cid)
+    if cache.stride(coarse_cid) != s_f * s_ratio:
+        raise ValueError(f"transposed conv: coarse stride {cache.stride(coarse_cid)} != "
+                         f"fine stride {s_f} * conv stride {s_ratio}")
+    reach = max(k, 2) * d
+    sc = sorted_coords(cache, coarse_cid, reach)
+    c64 = fine.to(torch.int64)
+    u = torch.div(c64[:, 1:], s_f, rounding_mode="floor")
+    offsets = kernel_offsets(k)
+    in_idx: list[Tensor | None] = []
+    out_idx: list[Tensor | None] = []
+    for dx, dy, dz in offsets:
+        shift = torch.tensor([dx * d, dy * d, dz * d], dtype=torch.int64, device=fine.device)
+        q = u - shift
+        ok = (torch.remainder(q, s_ratio) == 0).all(dim=1)
+        sel = torch.nonzero(ok).squeeze(1)
+        qc = torch.div(q.index_select(0, sel), s_ratio, rounding_mode="floor")
+        key = (c64[:, 0].index_select(0, sel) - sc.lo[0]) * sc.mult[0]
+        inside = torch.ones_like(sel, dtype=torch.bool)
+        for a in range(3):
+            va = qc[:, a] - sc.lo[a + 1]
+            inside &= (va >= 0) & (va < sc.ext[a + 1])
+            key = key + va * sc.mult[a + 1]
+        hit, pos = sc.lookup(key)
+        hit &= inside
+        m = torch.nonzero(hit).squeeze(1)
+        in_idx.append(sc.rows(pos.index_select(0, m)))
+        out_idx.append(sel.index_select(0, m))
+    return KernelMap(in_idx, out_idx, sc.n, int(fine.shape[0]), k, identity=None, out_coords=fine)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def neighbour_table(kmap: KernelMap) -> Tensor:
+    """Output-stationary table ``[n_out, K]``: input row feeding each output through each offset, or
+    ``n_in`` (the index of an appended zero row) where there is none."""
+    dev = next((t.device for t in kmap.in_idx if t is not None), None)
+    if dev is None:
+        dev = kmap.out_coords.device if kmap.out_coords is not None else torch.device("cpu")
+    table = torch.full((kmap.n_out, kmap.kernel_volume), kmap.n_in, dtype=torch.int64, device=dev)
+    for i, (a, b) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
+        if i == kmap.identity:
+            table[:, i] = torch.arange(kmap.n_out, device=dev)
+        elif a is not None and a.numel():
+            table[:, i].index_put_((b,), a)
+    return table
