@@ -27,6 +27,7 @@ class EncoderConfig:
     depth: int = 18                                          # resnet
     variant: Literal["lite0", "lite1", "lite2"] = "lite0"    # efficientnet_lite
     stem_channels: int = 64                                  # resnet: width of the new stem's first conv
+    stages: int = 7                                          # efficientnet_lite: MBConv stages kept (1..7)
 
     def __post_init__(self) -> None:
         if self.type == "resnet" and self.depth not in RESNET_SPECS:
@@ -90,7 +91,8 @@ def build_encoder(cfg: ModelConfig) -> nn.Module:
     cin = len(cfg.in_features)
     if cfg.encoder.type == "resnet":
         return SparseResNet(cfg.encoder.depth, in_channels=cin, stem_channels=cfg.encoder.stem_channels)
-    return SparseEfficientNetLite(cfg.encoder.variant, in_channels=cin, with_head=cfg.task == "classification")
+    return SparseEfficientNetLite(cfg.encoder.variant, in_channels=cin, with_head=cfg.task == "classification",
+                                  stages=cfg.encoder.stages)
 
 
 def build_model(cfg: ModelConfig, prior: str | None = None) -> tuple[nn.Module, PriorReport | None]:

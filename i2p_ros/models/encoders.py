@@ -69,11 +69,22 @@ class SparseEfficientNetLite(nn.Module):
     The new stem keeps full resolution (so the decoder has a stride-1 skip) and ``ds`` halves it, playing
     the role of the 2D stem's stride 2; the MBConv stages then downsample as in 2D, to stride 32 overall.
     ``with_head`` keeps the inflated 1×1×1 ``_conv_head`` (320 -> 1280), used by the classifier.
+    ``stages`` < 7 keeps only the first MBConv stages (``_blocks`` keep their 2D indices, so the prior still
+    maps by name): on LiDAR scans the wide stride-32 stages cost most of the compute, because a scan has
+    thousands of occupied stride-32 voxels where a 224² image has 49 positions.
     """
 
-    def __init__(self, variant: str = "lite0", in_channels: int = 4, with_head: bool = False) -> None:
+    def __init__(self, variant: str = "lite0", in_channels: int = 4, with_head: bool = False,
+                 stages: int = 7) -> None:
         super().__init__()
-        specs = lite_block_specs(variant)
+        all_specs = lite_block_specs(variant)
+        num_stages = all_specs[-1].stage + 1
+        if not 1 <= stages <= num_stages:
+            raise ValueError(f"stages must be in 1..{num_stages} for EfficientNet-{variant}, got {stages}")
+        if with_head and stages != num_stages:
+            raise ValueError("the 1x1 head (classification) follows the last stage: keep all stages with it")
+        specs = [s for s in all_specs if s.stage < stages]
+        self.stages = stages
         self.variant = variant
         self.stem = ConvBNAct(in_channels, STEM_CHANNELS, 3, act="relu6", bn_eps=LITE_BN_EPS)
         self.ds = ConvBNAct(STEM_CHANNELS, STEM_CHANNELS, 2, stride=2, act="relu6", bn_eps=LITE_BN_EPS)

@@ -11,7 +11,14 @@ from torch import nn
 
 from ..sparse import BatchNorm, Conv3d, ReLU, ReLU6, SparseTensor
 
-__all__ = ["ConvBNAct", "BasicBlock3d", "Bottleneck3d", "MBConv3d"]
+__all__ = ["ConvBNAct", "BasicBlock3d", "Bottleneck3d", "MBConv3d", "SITES"]
+
+# Strided convs put their outputs at floor(c / 2) * 2 (torchsparse 1.x, which the Image2Point reference
+# used): a 3³ or 5³ stride-2 conv then halves the resolution like the 2×2×2 shortcut does, lands on the
+# very same coarse sites (the engine shares one floor set per input and stride, so residual sums line
+# up), and the coarse levels never grow — with the torchsparse-2 "reachable" rule a LiDAR scan's
+# stride-8 level of the Lite encoder held more voxels than the input.
+SITES = "floor"
 
 
 class ConvBNAct(nn.Sequential):
@@ -45,7 +52,7 @@ class BasicBlock3d(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int = 1, bn_eps: float = 1e-5) -> None:
         super().__init__()
-        self.conv1 = Conv3d(cin, planes, 3, stride=stride)
+        self.conv1 = Conv3d(cin, planes, 3, stride=stride, sites=SITES)
         self.bn1 = BatchNorm(planes, eps=bn_eps)
         self.relu = ReLU()
         self.conv2 = Conv3d(planes, planes, 3)
@@ -53,8 +60,6 @@ class BasicBlock3d(nn.Module):
         self.downsample = _shortcut(cin, planes, stride, bn_eps)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        # The shortcut runs first: a stride-2 block's coarse sites are then the 2×2×2 (floor) sites,
-        # which the 3×3×3 strided conv maps onto (the cache keeps one coordinate set per stride).
         identity = self.downsample(x) if self.downsample is not None else x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -71,7 +76,7 @@ class Bottleneck3d(nn.Module):
         out = planes * self.expansion
         self.conv1 = Conv3d(cin, planes, 1)
         self.bn1 = BatchNorm(planes, eps=bn_eps)
-        self.conv2 = Conv3d(planes, planes, 3, stride=stride)
+        self.conv2 = Conv3d(planes, planes, 3, stride=stride, sites=SITES)
         self.bn2 = BatchNorm(planes, eps=bn_eps)
         self.conv3 = Conv3d(planes, out, 1)
         self.bn3 = BatchNorm(out, eps=bn_eps)
@@ -101,7 +106,7 @@ class MBConv3d(nn.Module):
         if self.has_expand:
             self._expand_conv = Conv3d(cin, hidden, 1)
             self._bn0 = BatchNorm(hidden, eps=bn_eps)
-        self._depthwise_conv = Conv3d(hidden, hidden, kernel_size, stride=stride, depthwise=True)
+        self._depthwise_conv = Conv3d(hidden, hidden, kernel_size, stride=stride, depthwise=True, sites=SITES)
         self._bn1 = BatchNorm(hidden, eps=bn_eps)
         self._project_conv = Conv3d(hidden, cout, 1)
         self._bn2 = BatchNorm(cout, eps=bn_eps)

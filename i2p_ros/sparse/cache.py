@@ -11,6 +11,7 @@ pass neighbour tables into an exported graph (see :meth:`neighbour_tables` and :
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ class KernelMapCache:
         self._maps: dict[str, Any] = {}  # name -> KernelMap (insertion order = first use)
         self._tables: dict[str, Tensor] = {}  # name -> neighbour table [N_out, K]
         self._out_cid: dict[str, int] = {}  # strided map name -> cid of the coords it produced
+        self._floor_child: dict[tuple[int, int], int] = {}  # (fine cid, stride ratio) -> its floor-site set
+        self.build_ms = 0.0  # wall time spent building kernel maps and neighbour tables (pipeline timings)
         self._preloaded_tables: dict[str, Tensor] = {}
         self._preloaded_coords: list[Tensor] | None = None
         self.sorted_keys: dict[int, Any] = {}  # cid -> sorted key index (see kmap.SortedCoords)
@@ -76,7 +79,9 @@ class KernelMapCache:
     def get_map(self, name: str, build: Callable[[], Any]) -> Any:
         kmap = self._maps.get(name)
         if kmap is None:
+            t0 = time.perf_counter()
             kmap = build()
+            self.build_ms += (time.perf_counter() - t0) * 1e3
             self._maps[name] = kmap
         return kmap
 
@@ -89,6 +94,18 @@ class KernelMapCache:
 
     def output(self, name: str) -> int | None:
         return self._out_cid.get(name)
+
+    def floor_child(self, fine_cid: int, ratio: int) -> int | None:
+        """The floor-site coordinate set already made from ``fine_cid`` at this stride ratio, if any.
+
+        All floor-site strided convs of one input share one coarse set (torchsparse keeps one coordinate
+        set per stride too), so e.g. a ResNet block's 3x3x3 stride-2 conv and its 2x2x2 shortcut land on
+        the same sites and their outputs can be added.
+        """
+        return self._floor_child.get((fine_cid, int(ratio)))
+
+    def set_floor_child(self, fine_cid: int, ratio: int, coarse_cid: int) -> None:
+        self._floor_child.setdefault((fine_cid, int(ratio)), coarse_cid)
 
     @property
     def preloaded(self) -> bool:

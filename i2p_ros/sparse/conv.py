@@ -48,6 +48,8 @@ def conv_map(x: SparseTensor, kernel_size: int, stride: int = 1, dilation: int =
     cache = x.cache
     cid = cache.coords_id(x.coords, x.stride)
     k, s, d = int(kernel_size), int(stride), int(dilation)
+    if s == 1 and k == 1:  # 1x1x1: a plain matmul on the rows, no map needed
+        return f"sub_c{cid}_k1_d{d}", None, x.coords, x.stride
     if s == 1:
         base = f"sub_c{cid}_k{k}_d{d}"
         name = ("subT" + base[3:]) if transposed else base
@@ -68,6 +70,14 @@ def conv_map(x: SparseTensor, kernel_size: int, stride: int = 1, dilation: int =
         builder = floor_downsample_map if floor else downsample_map
         if build or cache.has_map(name):
             kmap = cache.get_map(name, lambda: builder(cache, cid, k, s, d))
+        # floor sites (kernel == stride, or sites="floor") are one coordinate set per (input, stride)
+        shared = floor or k == s
+        if out_cid is None and shared:
+            out_cid = cache.floor_child(cid, s)
+            if out_cid is not None:
+                if kmap is not None and not torch.equal(kmap.out_coords, cache.coords(out_cid)):
+                    raise RuntimeError(f"strided conv {name}: floor sites differ from the shared stride-{s} set")
+                cache.set_output(name, out_cid)
         if out_cid is None:
             coords = kmap.out_coords if kmap is not None else cache.next_preloaded_coords()
             if coords is None:
@@ -75,6 +85,8 @@ def conv_map(x: SparseTensor, kernel_size: int, stride: int = 1, dilation: int =
             out_cid = cache.coords_id(coords, x.stride * s)
             cache.set_output(name, out_cid)
             cache.set_parent(out_cid, cid)
+            if shared:
+                cache.set_floor_child(cid, s, out_cid)
         return name, kmap, cache.coords(out_cid), x.stride * s
     # transposed, strided: back to the finer coordinates this set was produced from
     fine = cache.parent(cid)
