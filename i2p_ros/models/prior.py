@@ -39,7 +39,8 @@ class PriorReport:
     def summary(self) -> str:
         return (f"ImageNet prior {self.path}: {len(self.inflated)} encoder tensors inflated "
                 f"(axis={self.axis}, mode={self.mode}); not used from 2D: {len(self.skipped_2d)} tensors "
-                f"(RGB stem and ImageNet classifier, replaced by a new LiDAR stem and head)")
+                f"(the RGB stem and ImageNet classifier, replaced by a new LiDAR stem and head, and any 2D "
+                f"stages the encoder does not keep)")
 
 
 def reference_2d(encoder: nn.Module) -> nn.Module:
