@@ -143,8 +143,8 @@ def test_configuration_errors_stop_the_node_at_start(tmp_path):
     cases = [
         ([Parameter("checkpoint", value=str(tmp_path / "missing.pt"))], "does not exist"),
         ([Parameter("checkpoint", value=str(ckpt)), Parameter("backend", value="tensorrt")], "tensorrt"),
-        ([Parameter("checkpoint", value=str(ckpt)), Parameter("voxel_size", value=0.1),
-          Parameter("warmup", value=False)], "trained with 0.05"),
+        ([Parameter("checkpoint", value=str(ckpt)), Parameter("voxel_size", value=0.05),
+          Parameter("warmup", value=False)], "trained with 0.1"),
         ([Parameter("range_min", value=[0.0, 0.0, 5.0])], "range_min.z"),
         ([Parameter("device", value="gpu")], "device"),
     ]

@@ -46,7 +46,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "auto | cpu | cuda | cuda:N (auto = cuda when available).",
               constraints="auto, cpu, cuda or cuda:N"),
     ParamSpec("num_threads", 2, "Intra-op threads on the CPU (0 = library default).", range=(0, 256)),
-    ParamSpec("voxel_size", 0.05, "Voxel edge in metres; must equal the checkpoint's (0 = take it from the "
+    ParamSpec("voxel_size", 0.0, "Voxel edge in metres; must equal the checkpoint's (0 = take it from the "
               "checkpoint).", range=(0.0, 10.0)),
     ParamSpec("range_min", [-51.2, -51.2, -4.0], "Lower corner (x, y, z) in metres, sensor frame; points "
               "outside the box are labeled 0.", constraints="3 finite numbers, each < range_max"),
