@@ -5,7 +5,10 @@
   than the ``mm`` itself, so the accumulation is done block-wise: a block's products are written side by side
   into a small workspace and summed per output row with one ``embedding_bag`` (see plan.py). A custom
   autograd Function keeps only the inputs and the map for backward, so memory stays O(N*C) (never
-  ``[N, K, C]``). The identity offset of a submanifold map is one fused ``addmm`` per block.
+  ``[N, K, C]``). The identity offset of a submanifold map is one fused ``addmm`` per block. Depthwise convs
+  multiply a whole block at once (``x[in] * W[offset of the pair]``) rather than one tiny op per offset, and
+  sum their weight gradients per offset with one ``embedding_bag`` per block: with 5³ kernels (125 offsets)
+  per-offset ops made op dispatch, not arithmetic, the cost.
 * ``gather`` (export): an output-stationary neighbour table ``[N_out, K]`` (missing -> index of an appended zero
   row); the computation is only Gather, MatMul (Mul for depthwise) and Add, so it traces to ONNX with dynamic N.
 """
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .kmap import KernelMap
-from .plan import block_pairs_for
+from .plan import ReducePlan, block_pairs_for
 
 __all__ = ["scatter_conv", "gather_conv", "set_strategy", "get_strategy", "strategy", "STRATEGIES"]
 
@@ -69,15 +72,22 @@ def _weights(weight: Tensor, transpose_w: bool) -> list[Tensor]:
     return list(weight.unbind(0))
 
 
-def _products(g: Tensor, slots: list[tuple[int, int]], sizes: list[int], ws: list[Tensor], ybuf: Tensor) -> None:
-    """Per offset run of the block: ``ybuf[run] = g[run] @ ws[i]`` (depthwise: ``* ws[i]``)."""
+def _products(g: Tensor, plan: ReducePlan, k: int, y0: int, ws: list[Tensor], weight: Tensor,
+              ybuf: Tensor) -> Tensor:
+    """Products of block ``k``'s gathered rows ``g`` with their offsets' weights, into ``ybuf[:n]``.
+
+    Regular conv: one ``mm`` per offset run. Depthwise: the whole block at once, ``g * W[offset of each pair]``
+    (a gather of the small weight table), so the op count does not grow with the kernel volume (125 for 5³).
+    """
     n = g.shape[0]
-    for (i, _), gi, yi in zip(slots, torch.split(g, sizes), torch.split(ybuf[:n], sizes)):
-        w = ws[i]
-        if w.dim() == 1:
-            torch.mul(gi, w, out=yi)
-        else:
-            torch.mm(gi, w, out=yi)
+    y = ybuf[:n]
+    if weight.dim() == 2:
+        torch.index_select(weight, 0, plan.offset_idx[y0:y0 + n], out=y)
+        return y.mul_(g)
+    sizes = plan.sizes[k]
+    for (i, _), gi, yi in zip(plan.slots[k], torch.split(g, sizes), torch.split(y, sizes)):
+        torch.mm(gi, ws[i], out=yi)
+    return y
 
 
 def _plan_apply(x: Tensor, kmap: KernelMap, weight: Tensor, n_out: int, c_out: int,
@@ -88,19 +98,21 @@ def _plan_apply(x: Tensor, kmap: KernelMap, weight: Tensor, n_out: int, c_out: i
     """
     plan = kmap.plan(block_pairs_for(x.shape[1] + c_out))
     depthwise = weight.dim() == 2
-    ws = _weights(weight, transpose_w)
+    ws = [] if depthwise else _weights(weight, transpose_w)
     out = torch.empty((n_out, c_out), dtype=x.dtype, device=x.device)
     m = max(plan.max_block_pairs, 1)
     gbuf = torch.empty((m, x.shape[1]), dtype=x.dtype, device=x.device)
     ybuf = torch.empty((m, c_out), dtype=x.dtype, device=x.device)
-    w_c = ws[kmap.identity] if centre_src is not None else None
+    w_c = None
+    if centre_src is not None:
+        w_c = weight[kmap.identity] if depthwise else ws[kmap.identity]
     for k in range(plan.num_blocks):
         y0, y1 = plan.y_bounds[k], plan.y_bounds[k + 1]
         r0, r1 = plan.row_bounds[k], plan.row_bounds[k + 1]
         n = y1 - y0
         if n:
             g = torch.index_select(x, 0, plan.gather_idx[y0:y1], out=gbuf[:n])
-            _products(g, plan.slots[k], plan.sizes[k], ws, ybuf)
+            _products(g, plan, k, y0, ws, weight, ybuf)
         blk = F.embedding_bag(plan.bag_idx[y0:y1], ybuf[:max(n, 1)], plan.bag_offsets[r0:r1], mode="sum")
         if w_c is not None:
             if depthwise:
@@ -144,8 +156,11 @@ def _scatter_backward(grad_out: Tensor, feats: Tensor, kmap: KernelMap, weight: 
         grad_x = torch.empty((kmap.n_in, c_in), dtype=dt, device=dev)
         if centre is not None:
             w_c = weight[kmap.identity] if depthwise else weight[kmap.identity].t()
-    ws = _weights(weight, True)
-    gws = list(grad_w.unbind(0))
+    ws = [] if depthwise else _weights(weight, True)
+    gws = [] if depthwise else list(grad_w.unbind(0))
+    if depthwise:  # per-offset sums of whole blocks: one embedding_bag over the slots, accumulated here
+        acc = torch.zeros((plan.slot_offsets.numel(), c_in), dtype=dt, device=dev)
+        ar = torch.arange(m, device=dev)
     for k in range(plan.num_blocks):
         y0, y1 = plan.y_bounds[k], plan.y_bounds[k + 1]
         r0, r1 = plan.row_bounds[k], plan.row_bounds[k + 1]
@@ -153,14 +168,14 @@ def _scatter_backward(grad_out: Tensor, feats: Tensor, kmap: KernelMap, weight: 
         if n:
             g = torch.index_select(grad_out, 0, plan.gather_idx[y0:y1], out=gbuf[:n])
             x = torch.index_select(feats, 0, plan.out_rows[y0:y1], out=xbuf[:n])
-            sizes = plan.sizes[k]
-            for (i, _), xi, gi in zip(plan.slots[k], torch.split(x, sizes), torch.split(g, sizes)):
-                if depthwise:
-                    gws[i].add_((xi * gi).sum(0))
-                else:
-                    gws[i].addmm_(xi.t(), gi)
             if need_x:
-                _products(g, plan.slots[k], sizes, ws, ybuf)
+                _products(g, plan, k, y0, ws, weight, ybuf)
+            if depthwise:
+                acc += F.embedding_bag(ar[:n], x.mul_(g), plan.slot_starts[k], mode="sum")
+            else:
+                sizes = plan.sizes[k]
+                for (i, _), xi, gi in zip(plan.slots[k], torch.split(x, sizes), torch.split(g, sizes)):
+                    gws[i].addmm_(xi.t(), gi)
         if need_x:
             blk = F.embedding_bag(plan.bag_idx[y0:y1], ybuf[:max(n, 1)], plan.bag_offsets[r0:r1], mode="sum")
             if w_c is not None:
@@ -169,6 +184,8 @@ def _scatter_backward(grad_out: Tensor, feats: Tensor, kmap: KernelMap, weight: 
                 else:
                     blk.addmm_(centre[r0:r1], w_c)
             grad_x[r0:r1] = blk
+    if depthwise and plan.slot_offsets.numel():
+        grad_w.index_add_(0, plan.slot_offsets, acc)
     return grad_x, grad_w
 
 

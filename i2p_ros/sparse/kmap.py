@@ -14,7 +14,8 @@ Conventions (DESIGN.md §2, torchsparse-compatible):
 How: coordinates of one set are packed into int64 keys ``(b, x, y, z)`` (z fastest, axes padded so that
 neighbour queries never carry into the next axis), sorted once (skipped when already sorted, as voxelize's
 output is), and neighbours found with ``searchsorted``. For dilation 1 one search per ``(dx, dy)`` column
-finds all ``dz`` neighbours (they are consecutive keys, hence consecutive positions); submanifold maps are
+finds all ``dz`` neighbours (they are consecutive keys, hence consecutive positions), and many columns are
+searched per op (a 5³ map takes a few dozen ops, not a few per offset); submanifold maps are
 symmetric (offset ``-o`` is offset ``o`` with input and output swapped), so only half the offsets are
 searched, and the centre offset is the identity and is not stored at all. No Python loops over points.
 """
@@ -28,6 +29,10 @@ from torch import Tensor
 
 from .cache import KernelMapCache
 from .plan import ReducePlan, block_pairs_for, build_plan
+
+# A map's plan serves convs whose preferred block size is up to this factor away (so the workspace stays
+# within this factor of plan.WORKSPACE_ELEMENTS).
+PLAN_REUSE_FACTOR = 4
 
 __all__ = ["KernelMap", "kernel_offsets", "offset_index", "submanifold_map", "downsample_map", "floor_downsample_map",
            "transposed_map", "neighbour_table", "SortedCoords"]
@@ -94,18 +99,30 @@ class KernelMap:
         return self._transposed
 
     def plan(self, block_pairs: int | None = None) -> ReducePlan:
-        """The scatter strategy's execution plan for a block size (built once per size; a symmetric map's
-        transpose reuses its plans)."""
+        """The scatter strategy's execution plan for a block size.
+
+        Plans are built once per map and shared by every conv on it whose block size is within
+        ``PLAN_REUSE_FACTOR`` of the plan's (block size only tunes the workspace; a plan costs as much as the
+        map), and a symmetric map's transpose relabels its plans instead of building new ones.
+        """
         bp = block_pairs_for(64) if block_pairs is None else int(block_pairs)
-        plan = self._plans.get(bp)
+        plan = self._find_plan(bp)
         if plan is None:
             other = self._transposed
-            if self.symmetric and other is not None and bp in other._plans:
-                plan = other._plans[bp].relabeled(self.kernel_volume)
+            src = other._find_plan(bp) if self.symmetric and other is not None else None
+            if src is not None:
+                plan = src.relabeled(self.kernel_volume)
             else:
                 plan = build_plan(self.in_idx, self.out_idx, self.n_out, self.identity, bp)
-            self._plans[bp] = plan
+            self._plans[plan.block_pairs] = plan
         return plan
+
+    def _find_plan(self, bp: int) -> ReducePlan | None:
+        plan = self._plans.get(bp)
+        if plan is not None:
+            return plan
+        near = [p for b, p in self._plans.items() if b * PLAN_REUSE_FACTOR >= bp and b <= bp * PLAN_REUSE_FACTOR]
+        return min(near, key=lambda p: abs(p.block_pairs.bit_length() - bp.bit_length()), default=None)
 
 
 # ---------------------------------------------------------------------------------------------- key index
@@ -132,6 +149,7 @@ class SortedCoords:
             raise ValueError(f"kernel map: coordinate extents {self.ext} too large to pack into int64 keys")
         self.mult = (ex * ey * ez, ey * ez, ez, 1)  # multipliers of (b, x, y, z)
         self.n = n
+        self._keys_ext: Tensor | None = None
         if n:
             key = (c[:, 0] - self.lo[0]) * self.mult[0]
             for a in (1, 2, 3):
@@ -147,6 +165,15 @@ class SortedCoords:
             if n > 1 and bool((self.keys[1:] == self.keys[:-1]).any()):
                 raise ValueError("kernel map: coords contain duplicate (batch, x, y, z) rows")
 
+    @property
+    def keys_ext(self) -> Tensor:
+        """``keys`` plus a sentinel (int64 max) at position ``n``: any ``searchsorted`` result indexes it without
+        clamping, and it never equals a query."""
+        if self._keys_ext is None:
+            sentinel = torch.full((1,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=self.keys.device)
+            self._keys_ext = torch.cat([self.keys, sentinel])
+        return self._keys_ext
+
     def rows(self, positions: Tensor) -> Tensor:
         """Original row indices of sorted positions."""
         return positions if self.perm is None else self.perm.index_select(0, positions)
@@ -156,13 +183,12 @@ class SortedCoords:
         return dx * self.mult[1] + dy * self.mult[2] + dz * self.mult[3]
 
     def lookup(self, query: Tensor) -> tuple[Tensor, Tensor]:
-        """(found mask, sorted position) of arbitrary query keys."""
+        """(found mask, sorted position) of arbitrary query keys (the position only means something where found)."""
         if self.n == 0:
             z = torch.zeros_like(query, dtype=torch.bool)
             return z, torch.zeros_like(query)
         pos = torch.searchsorted(self.keys, query)
-        pos_c = pos.clamp(max=self.n - 1)
-        return self.keys.index_select(0, pos_c) == query, pos_c
+        return self.keys_ext.index_select(0, pos.reshape(-1)).view(pos.shape) == query, pos
 
 
 def sorted_coords(cache: KernelMapCache, cid: int, reach: int) -> SortedCoords:
@@ -175,6 +201,63 @@ def sorted_coords(cache: KernelMapCache, cid: int, reach: int) -> SortedCoords:
 
 
 # ---------------------------------------------------------------------------------------------- builders
+# Elements (queries x kernel depth) one vectorised column search handles at once: bounds the transient
+# int64 position tensors of map building to ~64 MB (positions + their stacked copy), however large the input.
+SEARCH_ELEMENTS = 2 ** 22
+
+
+def _column_walk(sc: SortedCoords, base: Tensor, columns: list[tuple[int, int]], k: int,
+                 d: int) -> list[tuple[tuple[int, int], Tensor, Tensor]]:
+    """Neighbours of every query key ``base`` at offsets ``(dx, dy, dz)`` for the given ``(dx, dy)`` columns and
+    ``dz`` in ``-r..r`` (dilation ``d``), searching many columns per op.
+
+    For dilation 1 the ``dz`` neighbours of one column are consecutive keys, hence consecutive sorted
+    positions: one ``searchsorted`` per column finds the first, and ``k`` compare-and-step passes find the rest.
+    Returns ``((dx, dy), hit [k, n], pos [k, n])`` per column (``pos`` = sorted position where ``hit``).
+    """
+    r = k // 2
+    n = base.numel()
+    out: list[tuple[tuple[int, int], Tensor, Tensor]] = []
+    if n == 0 or not columns:
+        return out
+    keys, keys_ext = sc.keys, sc.keys_ext
+    per = max(1, SEARCH_ELEMENTS // max(n * k, 1))
+    for c0 in range(0, len(columns), per):
+        cols = columns[c0:c0 + per]
+        deltas = torch.tensor([sc.delta(dx * d, dy * d, 0) for dx, dy in cols], dtype=torch.int64,
+                              device=base.device)
+        q = base.unsqueeze(0) + deltas.unsqueeze(1)  # [C, n] column centres
+        hits, poss = [], []
+        if d == 1:
+            q0 = q - r * sc.mult[3]
+            cur = torch.searchsorted(keys, q0)  # in 0..n; keys_ext[n] is a sentinel that never matches
+            for j in range(k):
+                hit = keys_ext.index_select(0, cur.view(-1)).view(cur.shape) == (q0 + j if j else q0)
+                hits.append(hit)
+                poss.append(cur)
+                if j + 1 < k:
+                    cur = cur + hit
+        else:
+            for j in range(k):
+                hit, pos = sc.lookup((q + (j - r) * d * sc.mult[3]).reshape(-1))
+                hits.append(hit.view(q.shape))
+                poss.append(pos.view(q.shape))
+        hit_t = torch.stack(hits, 1)  # [C, k, n]
+        pos_t = torch.stack(poss, 1)
+        for ci, col in enumerate(cols):
+            out.append((col, hit_t[ci], pos_t[ci]))
+    return out
+
+
+def _pairs_of(hit: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[int]]:
+    """Flatten a ``[k, n]`` hit mask: (query index, found position) of every hit, grouped by row of the mask
+    (query index increasing within a group), and the group sizes."""
+    idx = torch.nonzero(hit.reshape(-1)).squeeze(1)
+    n = hit.shape[1]
+    counts = hit.sum(1).tolist()
+    return idx % n, pos.reshape(-1).index_select(0, idx), counts
+
+
 def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation: int = 1) -> KernelMap:
     """Map of a stride-1 conv of odd ``kernel_size`` on coordinate set ``cid`` (output coords = input coords)."""
     k = int(kernel_size)
@@ -191,10 +274,8 @@ def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation:
     keys = sc.keys
     dev = keys.device
 
-    def put(o: tuple[int, int, int], hit: Tensor, pos: Tensor) -> None:
-        sel = torch.nonzero(hit).squeeze(1)
-        a = sc.rows(sel)  # rows p whose neighbour p + o exists
-        b = sc.rows(pos.index_select(0, sel))  # that neighbour's row
+    def put(o: tuple[int, int, int], a: Tensor, b: Tensor) -> None:
+        # rows a whose neighbour a + o exists, and that neighbour's rows b
         i = offset_index(k, *o)
         j = offset_index(k, -o[0], -o[1], -o[2])
         in_idx[i], out_idx[i] = b, a  # out[p] += in[p + o] W[i]
@@ -203,31 +284,26 @@ def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation:
     if r > 0 and n > 0:
         # half of the offsets: (dx, dy) columns with dx > 0 or (dx == 0 and dy > 0), plus (0, 0, dz > 0)
         columns = [(dx, dy) for dx in range(0, r + 1) for dy in range(-r, r + 1) if dx > 0 or dy > 0]
-        last = n - 1
+        for (dx, dy), hit, pos in _column_walk(sc, keys, columns, k, d):
+            q, p, counts = _pairs_of(hit, pos)
+            a_all, b_all = sc.rows(q), sc.rows(p)
+            for j, (a, b) in enumerate(zip(torch.split(a_all, counts), torch.split(b_all, counts))):
+                put((dx, dy, j - r), a, b)
         if d == 1:
-            for dx, dy in columns:
-                q = keys + sc.delta(dx * d, dy * d, -r)
-                cur = torch.searchsorted(keys, q)
-                for j in range(k):
-                    cur_c = cur.clamp(max=last)
-                    hit = keys.index_select(0, cur_c) == q + j if j else keys.index_select(0, cur_c) == q
-                    put((dx, dy, j - r), hit, cur_c)
-                    if j + 1 < k:
-                        cur = cur + hit
             # (0, 0, dz>0): the neighbour key + j sits right after row i (keys unique and sorted)
+            keys_ext = sc.keys_ext
             cur = torch.arange(1, n + 1, device=dev)
             for j in range(1, r + 1):
-                cur_c = cur.clamp(max=last)
-                hit = keys.index_select(0, cur_c) == keys + j
-                put((0, 0, j), hit, cur_c)
+                hit = keys_ext.index_select(0, cur) == keys + j
+                sel = torch.nonzero(hit).squeeze(1)
+                put((0, 0, j), sc.rows(sel), sc.rows(cur.index_select(0, sel)))
                 if j < r:
                     cur = cur + hit
         else:
-            offs = [(dx, dy, dz) for dx, dy in columns for dz in range(-r, r + 1)]
-            offs += [(0, 0, dz) for dz in range(1, r + 1)]
-            for dx, dy, dz in offs:
-                hit, pos = sc.lookup(keys + sc.delta(dx * d, dy * d, dz * d))
-                put((dx, dy, dz), hit, pos)
+            for j in range(1, r + 1):
+                hit, pos = sc.lookup(keys + sc.delta(0, 0, j * d))
+                sel = torch.nonzero(hit).squeeze(1)
+                put((0, 0, j), sc.rows(sel), sc.rows(pos.index_select(0, sel)))
     elif r > 0:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         for i in range(kv):
@@ -341,13 +417,15 @@ def floor_downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stri
     base = (q[:, 0] - sc.lo[0]) * sc.mult[0]
     for a in range(3):
         base = base + (qu[:, a] - sc.lo[a + 1]) * sc.mult[a + 1]
-    in_idx: list[Tensor | None] = []
-    out_idx: list[Tensor | None] = []
-    for dx, dy, dz in kernel_offsets(k):
-        hit, pos = sc.lookup(base + sc.delta(dx * d, dy * d, dz * d))
-        sel = torch.nonzero(hit).squeeze(1)
-        in_idx.append(sc.rows(pos.index_select(0, sel)))
-        out_idx.append(sel)
+    kv = k ** 3
+    in_idx: list[Tensor | None] = [None] * kv
+    out_idx: list[Tensor | None] = [None] * kv
+    columns = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    for (dx, dy), hit, pos in _column_walk(sc, base, columns, k, d):
+        q, p, counts = _pairs_of(hit, pos)
+        for j, (o, i) in enumerate(zip(torch.split(q, counts), torch.split(sc.rows(p), counts))):
+            t = offset_index(k, dx, dy, j - r)
+            in_idx[t], out_idx[t] = i, o
     return KernelMap(in_idx, out_idx, int(coords.shape[0]), int(out_coords.shape[0]), k, identity=None,
                      out_coords=out_coords)
 

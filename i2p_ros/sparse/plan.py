@@ -8,11 +8,18 @@ with one ``embedding_bag(mode="sum")`` — a fused, parallel gather-sum. Blocks 
 
 Layout of a plan with blocks ``k`` over output rows ``[row_bounds[k], row_bounds[k+1])``:
 
-* ``gather_idx[y]`` / ``out_rows[y]``: input row / output row of the pair stored at workspace position ``y``
-  (blocks are contiguous: block k owns ``y`` in ``[y_bounds[k], y_bounds[k+1])``);
-* ``slots[k]``: ``(offset index, count)`` runs of block k in workspace order;
+* ``gather_idx[y]`` / ``out_rows[y]`` / ``offset_idx[y]``: input row / output row / kernel offset of the pair
+  stored at workspace position ``y`` (blocks are contiguous: block k owns ``y`` in
+  ``[y_bounds[k], y_bounds[k+1])``); ``offset_idx`` lets a depthwise conv multiply a whole block at once
+  (``x[gather] * W[offset]``) instead of one small op per offset;
+* ``slots[k]``: ``(offset index, count)`` runs of block k in workspace order (one ``mm`` per run);
+  ``slot_starts[k]``: block-local start of every slot (empty ones included), ``slot_offsets``: their offsets,
+  for per-offset sums of a whole block with one ``embedding_bag`` (depthwise weight gradients);
 * ``bag_idx`` / ``bag_offsets``: for each output row, the block-local workspace positions of its pairs
   (the ``embedding_bag`` input/offsets of that block).
+
+Building is vectorised over all pairs (a few passes; only the per-row ranks loop over offsets, three small ops
+each), no sort; the per-block Python lists are made only when first asked for.
 """
 
 from __future__ import annotations
@@ -39,20 +46,37 @@ def block_pairs_for(channels: int) -> int:
     return int(min(max(1 << max(target.bit_length() - 1, 0), 2048), 65536))
 
 
+def _exclusive_cumsum(t: Tensor) -> Tensor:
+    return torch.cumsum(t, 0) - t
+
+
 @dataclass
 class ReducePlan:
     row_bounds: list[int]
     y_bounds: list[int]
-    slots: list[list[tuple[int, int]]]
     gather_idx: Tensor
     out_rows: Tensor
+    offset_idx: Tensor
     bag_idx: Tensor
     bag_offsets: Tensor
+    slot_offsets: Tensor  # [S] kernel offset of each slot (slot order = increasing offset index)
+    slot_counts: Tensor  # [num_blocks, S] pairs of each slot in each block
+    block_pairs: int = 0  # the target block size it was built for
+    _slots: list[list[tuple[int, int]]] | None = field(default=None, repr=False)
     _sizes: list[list[int]] | None = field(default=None, repr=False)
+    _slot_starts: Tensor | None = field(default=None, repr=False)
 
     @property
     def num_blocks(self) -> int:
-        return len(self.slots)
+        return len(self.row_bounds) - 1
+
+    @property
+    def slots(self) -> list[list[tuple[int, int]]]:
+        """``(offset index, count)`` runs of each block in workspace order (non-empty runs only)."""
+        if self._slots is None:
+            offs = self.slot_offsets.tolist()
+            self._slots = [[(offs[s], c) for s, c in enumerate(row) if c > 0] for row in self.slot_counts.tolist()]
+        return self._slots
 
     @property
     def sizes(self) -> list[list[int]]:
@@ -62,85 +86,98 @@ class ReducePlan:
         return self._sizes
 
     @property
+    def slot_starts(self) -> Tensor:
+        """``[num_blocks, S]`` block-local workspace start of every slot (empty slots included)."""
+        if self._slot_starts is None:
+            c = self.slot_counts
+            self._slot_starts = (torch.cumsum(c, 1) - c).contiguous()
+        return self._slot_starts
+
+    @property
     def max_block_pairs(self) -> int:
         return max((self.y_bounds[k + 1] - self.y_bounds[k] for k in range(self.num_blocks)), default=0)
 
     def relabeled(self, kernel_volume: int) -> ReducePlan:
-        """The same pairs with offset ``i`` renamed ``K-1-i`` (transpose of a symmetric submanifold map)."""
-        slots = [[(kernel_volume - 1 - i, c) for i, c in blk] for blk in self.slots]
-        return ReducePlan(self.row_bounds, self.y_bounds, slots, self.gather_idx, self.out_rows,
-                          self.bag_idx, self.bag_offsets)
+        """The same pairs with offset ``i`` renamed ``K-1-i`` (transpose of a symmetric submanifold map).
+
+        Slots keep their order (so the workspace layout is shared); only their offset labels change.
+        """
+        return ReducePlan(self.row_bounds, self.y_bounds, self.gather_idx, self.out_rows,
+                          (kernel_volume - 1) - self.offset_idx, self.bag_idx, self.bag_offsets,
+                          (kernel_volume - 1) - self.slot_offsets, self.slot_counts, self.block_pairs,
+                          _slot_starts=self._slot_starts)
 
 
 def build_plan(in_idx: list[Tensor | None], out_idx: list[Tensor | None], n_out: int, skip: int | None,
                block_pairs: int | None = None) -> ReducePlan:
     """Plan for pairs ``(in_idx[i][j] -> out_idx[i][j])`` of every offset ``i`` except ``skip`` (identity).
 
-    ``block_pairs``: target pairs per block (default ``block_pairs_for(64)``); blocks are
-    equal runs of output rows sized from the mean pairs per row. No sort: pairs of one offset are sorted by
-    output row (sorted here if not), so each block's pairs of an offset are one slice, and a pair's place in
-    the output-major reduce list is its row's start plus its rank among the row's offsets.
+    ``block_pairs``: target pairs per block (default ``block_pairs_for(64)``); blocks are equal runs of output
+    rows sized from the mean pairs per row. Pairs of one offset are expected sorted by output row (they are
+    sorted here if not), so each block's pairs of an offset are one contiguous slice of it.
     """
     if block_pairs is None:
         block_pairs = block_pairs_for(64)
     block_pairs = max(int(block_pairs), 1)
     offs = [i for i, a in enumerate(in_idx) if i != skip and a is not None and a.numel() > 0]
     dev = next((in_idx[i].device for i in offs), torch.device("cpu"))
-    ins, outs = [], []
-    for i in offs:
-        a, b = in_idx[i], out_idx[i]
-        if b.numel() > 1 and not bool((b[1:] >= b[:-1]).all()):
-            b, order = torch.sort(b, stable=True)
-            a = a.index_select(0, order)
-        ins.append(a)
-        outs.append(b)
-    total = sum(int(b.numel()) for b in outs)
-    n_slots = len(outs)
+    counts = [int(in_idx[i].numel()) for i in offs]
+    total = sum(counts)
+    n_slots = len(offs)
     rows_per_block = max(1, (block_pairs * n_out) // total) if total else max(n_out, 1)
-    row_bounds = list(range(0, n_out, rows_per_block)) + [n_out]
-    if n_out == 0:
-        row_bounds = [0]
+    row_bounds = list(range(0, n_out, rows_per_block)) + [n_out] if n_out else [0]
     nb = len(row_bounds) - 1
-    rb = torch.tensor(row_bounds, dtype=torch.int64, device=dev)
+    i64 = dict(dtype=torch.int64, device=dev)
+    slot_offsets = torch.tensor(offs, **i64)
+    if total == 0:
+        z = torch.zeros(0, **i64)
+        return ReducePlan(row_bounds, [0] * (nb + 1), z, z, z, z, torch.zeros(n_out, **i64), slot_offsets,
+                          torch.zeros((nb, n_slots), **i64), block_pairs)
 
-    if n_slots:
-        seg = torch.stack([torch.searchsorted(b, rb) for b in outs])  # [S, nb+1] pair cuts per offset
-    else:
-        seg = torch.zeros((0, nb + 1), dtype=torch.int64, device=dev)
-    seg_counts = (seg[:, 1:] - seg[:, :-1]).t().contiguous()  # [nb, S]
-    block_sizes = seg_counts.sum(1)
-    y_bounds_t = torch.zeros(nb + 1, dtype=torch.int64, device=dev)
-    y_bounds_t[1:] = torch.cumsum(block_sizes, 0)
-    flat = seg_counts.reshape(-1)
-    # block-local workspace start of (block k, slot s): offset-major inside the block
-    local_start = (torch.cumsum(flat, 0) - flat).reshape(nb, n_slots) - y_bounds_t[:-1, None]
-    seg_counts_l = seg_counts.tolist()
-    slots = [[(offs[s], c) for s, c in enumerate(row) if c > 0] for row in seg_counts_l]
-
-    # pair j of offset slot s in block k sits at block-local workspace position local_start[k, s] + j - seg[s, k]
-    dloc = (local_start - seg[:, :-1].t()).t().contiguous()  # [S, nb]
-    y0 = y_bounds_t[:-1]
-    ar = torch.arange(max((int(b.numel()) for b in outs), default=0), device=dev)
-    gather_idx = torch.empty(total, dtype=torch.int64, device=dev)
-    out_rows = torch.empty(total, dtype=torch.int64, device=dev)
-    fill = torch.zeros(n_out, dtype=torch.int64, device=dev)
-    ranks, locals_ = [], []
-    for s, (a, b) in enumerate(zip(ins, outs)):
-        blk = torch.div(b, rows_per_block, rounding_mode="floor")
-        local = dloc[s].index_select(0, blk).add_(ar[:b.numel()])
-        ypos = local + y0.index_select(0, blk)
-        gather_idx.scatter_(0, ypos, a)
-        out_rows.scatter_(0, ypos, b)
-        # output-major reduce lists: rank of the pair among its row's pairs (offsets in order) + row start
-        r = fill.index_select(0, b)
-        fill.scatter_(0, b, r + 1)  # rows are unique within one offset
-        ranks.append(r)
-        locals_.append(local)
-    counts = fill
-    starts = torch.cumsum(counts, 0) - counts
-    bag_idx = torch.empty(total, dtype=torch.int64, device=dev)
-    for b, r, local in zip(outs, ranks, locals_):
-        bag_idx.scatter_(0, starts.index_select(0, b).add_(r), local)
-    rows_in_block = rb[1:] - rb[:-1]
-    bag_offsets = starts - y_bounds_t[:-1].repeat_interleave(rows_in_block) if n_out else starts
-    return ReducePlan(row_bounds, y_bounds_t.tolist(), slots, gather_idx, out_rows, bag_idx, bag_offsets)
+    a = torch.cat([in_idx[i] for i in offs]) if n_slots > 1 else in_idx[offs[0]]
+    b = torch.cat([out_idx[i] for i in offs]) if n_slots > 1 else out_idx[offs[0]]
+    slot = torch.repeat_interleave(torch.arange(n_slots, **i64), torch.tensor(counts, **i64), output_size=total)
+    # every offset's pairs sorted by output row? (one check for all: rows may only drop where a slot starts)
+    if total > 1:
+        drop = b[1:] < b[:-1]
+        drop &= slot[1:] == slot[:-1]
+        if bool(drop.any()):
+            order = torch.argsort(slot * max(n_out, 1) + b)
+            a, b = a.index_select(0, order), b.index_select(0, order)
+    blk = torch.div(b, rows_per_block, rounding_mode="floor")
+    group = slot * nb + blk  # slot-major, block-sorted within a slot = the order of the pair list
+    cnt_sb = torch.bincount(group, minlength=n_slots * nb)
+    src_start = _exclusive_cumsum(cnt_sb)  # position in the pair list where (slot, block) starts
+    cnt_bs = cnt_sb.view(n_slots, nb).t().contiguous()  # [nb, S]
+    flat_bs = cnt_bs.view(-1)
+    dst_start = _exclusive_cumsum(flat_bs).view(nb, n_slots)  # workspace start of (block, slot)
+    block_sizes = cnt_bs.sum(1)
+    y_bounds_t = torch.zeros(nb + 1, **i64)
+    torch.cumsum(block_sizes, 0, out=y_bounds_t[1:])
+    # workspace position of pair j: start of its (block, slot) + its rank within that group
+    ypos = dst_start.view(-1).index_select(0, blk * n_slots + slot)
+    ypos += torch.arange(total, **i64)
+    ypos -= src_start.index_select(0, group)
+    gather_idx = torch.empty(total, **i64).scatter_(0, ypos, a)
+    out_rows = torch.empty(total, **i64).scatter_(0, ypos, b)
+    offset_idx = torch.empty(total, **i64).scatter_(0, ypos, slot_offsets.index_select(0, slot))
+    local = ypos - y_bounds_t.index_select(0, blk)  # block-local workspace position
+    # output-major reduce lists: each row's pairs in offset order. Its rank among the row's pairs is counted
+    # offset by offset (a sort of the pair list would do it in one op, but torch's parallel sort stalls badly
+    # when the machine is busy, and this is cheap: rows are unique within one offset)
+    fill = torch.zeros(n_out, **i64)
+    rank = torch.empty(total, **i64)
+    pos = 0
+    for c in counts:
+        bs = b[pos:pos + c]
+        r = fill.index_select(0, bs)
+        rank[pos:pos + c] = r
+        fill.index_put_((bs,), r + 1)
+        pos += c
+    row_counts = fill
+    starts = _exclusive_cumsum(row_counts)
+    bag_idx = torch.empty(total, **i64).scatter_(0, starts.index_select(0, b).add_(rank), local)
+    rb = torch.tensor(row_bounds, **i64)
+    bag_offsets = starts - y_bounds_t[:-1].repeat_interleave(rb[1:] - rb[:-1], output_size=n_out)
+    return ReducePlan(row_bounds, y_bounds_t.tolist(), gather_idx, out_rows, offset_idx, bag_idx, bag_offsets,
+                      slot_offsets, cnt_bs, block_pairs)
