@@ -46,7 +46,7 @@ def train_cfg(root, **overrides) -> TrainConfig:
 
 
 def _train_miou(trainer: Trainer) -> float:
-    return evaluate_model(trainer.model, trainer.train_set, trainer.labels, CPU, progress=False).miou
+    return evaluate_model(trainer.model, trainer.train_set, trainer.labels, CPU.device, progress=False).miou
 
 
 @pytest.mark.slow
