@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import logging
 import sys
 import time
@@ -40,7 +39,7 @@ from ..checkpoint import CheckpointError, load_model
 from ..models.build import FEATURE_NAMES, ModelConfig
 from ..sparse import KernelMapCache, SparseTensor, strategy, voxelize
 from .fold import fold_batchnorm
-from .metadata import FEATS_INPUT, LOGITS_OUTPUT, DeployError, ExportMetadata
+from .metadata import FEATS_INPUT, LOGITS_OUTPUT, DeployError, ExportMetadata, file_sha256
 from .tables import record_recipe
 
 __all__ = ["ALLOWED_OPS", "ExportResult", "VerifyResult", "example_scan", "export_model", "export_checkpoint",
@@ -113,14 +112,6 @@ class _GraphModule(nn.Module):
         with strategy("gather"):
             logits = self.net(x)
         return logits.float()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -242,7 +233,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fp16: bool = F
     loaded = load_model(checkpoint)
     example = network_input(example_scan(example_azimuth_steps), loaded.config)
     return export_model(loaded.model, loaded.config, loaded.class_names, loaded.raw_ids, out, fp16=fp16,
-                        opset=opset, example=example, source_sha256=_sha256(Path(checkpoint)), inplace=True)
+                        opset=opset, example=example, source_sha256=file_sha256(Path(checkpoint)), inplace=True)
 
 
 def verify_export(path: str | Path, model: nn.Module, config: ModelConfig, points: np.ndarray,

@@ -22,6 +22,7 @@ pipeline from the ONNX file alone and refuse a file that does not match its conf
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -32,6 +33,15 @@ from typing import Any
 from ..config import ConfigError
 from ..models.build import ModelConfig, model_config_from_dict
 from .tables import RecipeError, TableRecipe
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (identifies checkpoints and ONNX files in metadata/caches)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 __all__ = ["FORMAT", "FEATS_INPUT", "LOGITS_OUTPUT", "DeployError", "ExportMetadata", "MetadataMismatch",
            "read_onnx_metadata", "check_label_config"]

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..pipeline import SegmentationPipeline
 from ..ros.backends import PipelineRequest, register_backend
 from ..sparse import SparseTensor
-from .metadata import FEATS_INPUT, LOGITS_OUTPUT, DeployError, ExportMetadata, read_onnx_metadata
+from .metadata import FEATS_INPUT, LOGITS_OUTPUT, DeployError, ExportMetadata, file_sha256, read_onnx_metadata
 from .runtime import build_tables, check_model_file, pipeline_for
 
 __all__ = ["TrtSettings", "TrtNetwork", "create_trt_pipeline", "engine_cache_key", "profile_shapes",
@@ -144,14 +144,6 @@ def engine_cache_key(onnx_sha256: str, gpu: str, trt_version: str, settings: Trt
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -225,7 +217,7 @@ class TrtNetwork:
         trt = self.trt
         props = torch.cuda.get_device_properties(self.device)
         gpu = f"{props.name} sm_{props.major}{props.minor}"
-        key = engine_cache_key(_sha256(self.path), gpu, trt.__version__, self.settings)
+        key = engine_cache_key(file_sha256(self.path), gpu, trt.__version__, self.settings)
         engine_path = self.settings.cache_dir / f"{self.meta.model_name}-{key[:20]}.engine"
         if engine_path.is_file():
             engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
