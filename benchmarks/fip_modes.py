@@ -3,14 +3,17 @@
 Trains lite0 with the same budget in every FIP mode, with the inflated ImageNet prior and with random
 init (``--prior none``; FIP-ALL without a prior is ``scratch``), and validates on a drive built from
 other seeds. Reports trainable parameters, the final and best validation mIoU, and the steps needed to
-reach a target mIoU; draws the convergence curves. Writes benchmarks/results/fip_modes.{json,png}.
+reach each target mIoU; draws the convergence curves. Writes benchmarks/results/fip_modes.{json,png}.
+``--from-json`` rebuilds the table and plot from a previous run's curves (e.g. for other targets).
 
     python benchmarks/fip_modes.py [--steps 400] [--eval-every 50] [--train-scans 12] [--azimuth-steps 1000]
+        [--targets 0.2,0.25,0.3] [--from-json benchmarks/results/fip_modes.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -70,11 +73,36 @@ def main() -> int:
     p.add_argument("--max-voxels", type=int, default=30000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--target", type=float, default=0.30, help="target val mIoU for 'steps to target'")
+    p.add_argument("--targets", default="0.2,0.25,0.3", help="comma-separated val mIoU targets for 'steps to'")
+    p.add_argument("--from-json", type=Path, default=None, help="re-tabulate a previous run (no training)")
+    p.add_argument("--out", type=Path, default=OUT / "fip_modes.json", help="JSON path (the PNG goes next to it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated fip:prior runs, e.g. io_bn:imagenet")
     args = p.parse_args()
+    targets = [float(t) for t in args.targets.split(",")]
+    if args.from_json:
+        previous = json.loads(args.from_json.read_text())
+        results, settings = previous["results"], {**previous["settings"], "targets": args.targets}
+    else:
+        results, settings = _train_all(args), vars(args)
+    for r in results:
+        r["steps_to"] = {f"{t:g}": steps_to(r["curve"], t) for t in targets}
+    header = ["FIP mode", "prior", "trainable params", "final val mIoU %", "best val mIoU %",
+              *[f"steps to {100 * t:g}%" for t in targets]]
+    table = [[r["fip"], r["prior"], f"{r['trainable']:,}", 100 * r["final_val_miou"], 100 * r["best_val_miou"],
+              *[r["steps_to"][f"{t:g}"] or "not reached" for t in targets]] for r in results]
+    print(format_table(header, table))
+    write_json(args.out, {"benchmark": "fip_modes", "machine": machine_info(),
+                                        "settings": {k: str(v) if isinstance(v, Path) else v
+                                                     for k, v in settings.items()},
+                                        "results": results})
+    _plot(results, args.out.with_suffix(".png"), targets)
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def _train_all(args) -> list[dict]:
     torch.set_num_threads(args.threads)
     runs = RUNS if not args.only else [tuple(r.split(":")) for r in args.only.split(",")]
     results = []
@@ -92,26 +120,16 @@ def main() -> int:
             results.append({
                 "fip": fip, "prior": prior, "trainable": trainer.fip_plan.trainable_count,
                 "total": trainer.fip_plan.total_count, "final_val_miou": curve[-1][1] if curve else None,
-                "best_val_miou": max(m for _, m in curve) if curve else None,
-                "steps_to_target": steps_to(curve, args.target), "curve": curve,
+                "best_val_miou": max(m for _, m in curve) if curve else None, "curve": curve,
                 "minutes": (time.perf_counter() - t0) / 60,
             })
             r = results[-1]
             print(f"{fip:>7} prior={prior:<8} val mIoU {100 * r['final_val_miou']:.1f} "
                   f"(best {100 * r['best_val_miou']:.1f}) in {r['minutes']:.1f} min", flush=True)
-    header = ["FIP mode", "prior", "trainable params", "final val mIoU %", "best val mIoU %",
-              f"steps to {100 * args.target:.0f}%"]
-    table = [[r["fip"], r["prior"], f"{r['trainable']:,}", 100 * r["final_val_miou"], 100 * r["best_val_miou"],
-              r["steps_to_target"] if r["steps_to_target"] is not None else "not reached"] for r in results]
-    print(format_table(header, table))
-    write_json(OUT / "fip_modes.json", {"benchmark": "fip_modes", "machine": machine_info(),
-                                        "settings": vars(args), "results": results})
-    _plot(results, OUT / "fip_modes.png", args.target)
-    print(f"wrote {OUT / 'fip_modes.json'} and {OUT / 'fip_modes.png'}")
-    return 0
+    return results
 
 
-def _plot(results: list[dict], path: Path, target: float) -> None:
+def _plot(results: list[dict], path: Path, targets: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +141,8 @@ def _plot(results: list[dict], path: Path, target: float) -> None:
             s, m = zip(*r["curve"])
             ax.plot(s, [100 * v for v in m], marker="o", ms=3, ls="-" if r["prior"] == "imagenet" else "--",
                     label=f"{r['fip']} / {r['prior']}")
-    ax.axhline(100 * target, color="grey", lw=0.8, ls=":")
+    for t in targets:
+        ax.axhline(100 * t, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("training step")
     ax.set_ylabel("val mIoU % (held-apart drive)")
     ax.set_title("lite0 on simulated scans: FIP modes, ImageNet prior vs random init")

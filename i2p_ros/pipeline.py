@@ -77,7 +77,9 @@ class SegmentationPipeline:
         self.bounds = bounds
         if len(raw_ids) != config.num_classes:
             raise ValueError(f"{len(raw_ids)} raw ids for {config.num_classes} classes")
-        self.raw_lut = torch.tensor(list(raw_ids) + [0], dtype=torch.int32, device=self.device)  # last: unlabeled
+        if not all(0 <= r < 2**15 for r in raw_ids):
+            raise ValueError(f"raw label ids must be in [0, 32767], got {raw_ids}")
+        self.raw_lut = torch.tensor(list(raw_ids) + [0], dtype=torch.int16, device=self.device)  # last: unlabeled
         self.class_raw_ids = list(raw_ids)
         if warmup:
             self.warmup()
@@ -120,7 +122,7 @@ class SegmentationPipeline:
         sync()
         t1 = time.perf_counter()
         timings["voxelize"] = (t1 - t0) * 1e3
-        labels = torch.zeros(n, dtype=torch.int32, device=self.device)
+        labels = torch.zeros(n, dtype=torch.int16, device=self.device)
         conf = torch.zeros(n, device=self.device) if confidence else None
         num_valid = 0
         t2 = t1
@@ -133,20 +135,21 @@ class SegmentationPipeline:
             if kmap_ms is not None:  # maps are built lazily inside the forward: report them apart
                 timings["kernel_maps"] = float(kmap_ms)
             timings["network"] = (t2 - t1) * 1e3 - timings.get("kernel_maps", 0.0)
-            best, cls = logits.max(dim=1)
+            # Raw id per voxel, plus one trailing "unlabeled" entry that dropped points (inverse == -1) index
+            # by wrap-around: one gather over the points instead of a where/clamp/lookup chain.
+            voxel_raw = torch.cat([self.raw_lut.index_select(0, logits.argmax(dim=1)), self.raw_lut[-1:]])
+            labels = voxel_raw[vox.inverse]
             valid = vox.inverse >= 0
-            rows = vox.inverse.clamp(min=0)
-            unlabeled = torch.full_like(vox.inverse, len(self.class_raw_ids))
-            labels = self.raw_lut.index_select(0, torch.where(valid, cls.index_select(0, rows), unlabeled))
             if confidence:
                 # max softmax probability = 1 / sum(exp(logit - max logit))
+                best = logits.max(dim=1).values
                 prob = 1.0 / torch.exp(logits.float() - best.float().unsqueeze(1)).sum(dim=1)
-                conf = torch.where(valid, prob.index_select(0, rows), torch.zeros_like(prob[:1]))
+                conf = torch.cat([prob, prob.new_zeros(1)])[vox.inverse]
             num_valid = int(valid.sum())
         else:
             timings["network"] = 0.0
-        out_labels = labels.to(torch.uint16).cpu().numpy() if labels.device.type != "cpu" else \
-            labels.numpy().astype(np.uint16)
+        # int16 holds every raw id (< 2**15); the numpy view reinterprets it as the uint16 the label field needs.
+        out_labels = labels.cpu().numpy().view(np.uint16)
         out_conf = conf.float().cpu().numpy() if conf is not None else None
         t3 = time.perf_counter()
         timings["devoxelize"] = (t3 - t2) * 1e3

@@ -34,6 +34,7 @@ from .distributed import DistInfo, cleanup, convert_sync_batchnorm, init_distrib
 from .evaluate import check_classes, evaluate_model
 from .fip import apply_fip, optimizer_groups, uses_prior
 from .losses import SegmentationLoss, class_weights_from_frequencies
+from .memory import rss_mb
 from .metrics import ConfusionAccumulator
 from .models.build import ModelConfig, build_model, load_model_config
 from .run_log import RunLog
@@ -248,6 +249,16 @@ class Trainer:
         self._train_acc.update(logits.detach().argmax(1), batch.voxel_labels)
         return float(loss.detach())
 
+    def _memory(self) -> dict[str, float]:
+        """Host RSS (and CUDA peak) for the metrics log: a leak shows up as a rising line."""
+        out = {}
+        rss = rss_mb()
+        if rss is not None:
+            out["sys/rss_mb"] = rss
+        if self.dist.device.type == "cuda":
+            out["sys/cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**20
+        return out
+
     def fit(self) -> dict:
         from tqdm import tqdm
 
@@ -271,8 +282,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", scans_s=f"{rate:.1f}")
                 bar.update(1)
                 if self.global_step % self.cfg.log_every_steps == 0:
-                    self.log.scalars(self.global_step, {"train/loss": loss, "train/lr": lr, "train/scans_per_s": rate},
-                                     epoch=self.epoch)
+                    self.log.scalars(self.global_step, {"train/loss": loss, "train/lr": lr, "train/scans_per_s": rate,
+                                                        **self._memory()}, epoch=self.epoch)
                 if self.cfg.checkpoint_every_steps and self.global_step % self.cfg.checkpoint_every_steps == 0:
                     self.save("last.pt")
                 if self.stop_after_steps is not None and self.global_step >= self.stop_after_steps:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from i2p_ros.data.labels import load_label_config
+from i2p_ros.data.labels import default_label_config_path, load_label_config
 from i2p_ros.deploy.export import example_scan, network_input
 from i2p_ros.sparse import SparseTensor
 
@@ -76,6 +77,18 @@ def exported(name: str, example_azimuth_steps: int, fp16: bool = False) -> tuple
             str(example_azimuth_steps), "--no-verify"] + (["--fp16"] if fp16 else [])
     assert main(argv) == 0
     return ckpt, onnx_path
+
+
+def swapped_label_config(directory: Path) -> Path:
+    """The package's label config with car and bicycle swapped: same class count, another label map."""
+    doc = yaml.safe_load(default_label_config_path().read_text())
+    inv = doc["learning_map_inv"]
+    inv[1], inv[2] = inv[2], inv[1]
+    for raw, cls in list(doc["learning_map"].items()):
+        doc["learning_map"][raw] = {1: 2, 2: 1}.get(cls, cls)
+    path = directory / "swapped.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def scan(azimuth_steps: int, seed: int) -> np.ndarray:

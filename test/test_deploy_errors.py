@@ -3,14 +3,12 @@ corrupt / non-ONNX files, PyTorch checkpoints, ONNX files that are not ours, inc
 models whose voxel size or label map contradict the configuration."""
 
 import pytest
-import yaml
-from deploy_helpers import exported, one_torch_thread  # noqa: F401
+from deploy_helpers import exported, one_torch_thread, swapped_label_config  # noqa: F401
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
-from i2p_ros.data.labels import default_label_config_path  # noqa: E402
 from i2p_ros.deploy.metadata import DeployError, MetadataMismatch, read_onnx_metadata  # noqa: E402
 from i2p_ros.deploy.ort_backend import OrtNetwork  # noqa: E402
 from i2p_ros.ros.backends import BackendError, PipelineRequest, available_backends, create_pipeline  # noqa: E402
@@ -87,13 +85,7 @@ def test_backend_refuses_a_model_whose_voxel_size_differs_from_the_parameter():
 
 def test_backend_refuses_a_model_whose_label_map_differs_from_the_label_config(tmp_path, monkeypatch):
     _, good = exported("lite0", 24)
-    doc = yaml.safe_load(default_label_config_path().read_text())
-    inv = doc["learning_map_inv"]
-    inv[1], inv[2] = inv[2], inv[1]                  # car <-> bicycle: same classes, other label map
-    for raw, cls in list(doc["learning_map"].items()):
-        doc["learning_map"][raw] = {1: 2, 2: 1}.get(cls, cls)
-    other = tmp_path / "swapped.yaml"
-    other.write_text(yaml.safe_dump(doc))
+    other = swapped_label_config(tmp_path)
     monkeypatch.setenv("I2P_ROS_LABEL_CONFIG", str(other))
     with pytest.raises(BackendError, match=f"{good}.*label map differ.*swapped.yaml.*0: model car/10"):
         create_pipeline("onnxruntime", _request(good))

@@ -7,7 +7,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Kilted wheels) not installed")
 pytest.importorskip("diagnostic_msgs", reason="diagnostic_msgs wheel (ros-kilted-diagnostic-msgs) not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
-from deploy_helpers import exported, one_torch_thread, scan  # noqa: E402, F401
+from deploy_helpers import exported, one_torch_thread, scan, swapped_label_config  # noqa: E402, F401
 from node_helpers import Probe, ros_cloud, ros_context, spinning, structured_cloud, wait_for  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -59,6 +59,9 @@ def test_bad_model_files_stop_the_node_at_start(tmp_path):
         (_params(corrupt, "onnxruntime"), f"{corrupt}.*corrupt"),
         (_params(ckpt, "onnxruntime"), "PyTorch checkpoint.*i2p-export"),
         (_params(onnx_path, "onnxruntime", Parameter("voxel_size", value=0.3)), "voxel_size = 0.3 m"),
+        # the node's own label_config parameter (not only the environment) is what the model is checked against
+        (_params(onnx_path, "onnxruntime", Parameter("label_config", value=str(swapped_label_config(tmp_path)))),
+         "label map differ.*swapped.yaml"),
     ]
     from i2p_ros.deploy.trt_backend import trt_unavailable_reason
 

@@ -116,6 +116,31 @@ def test_voxelize_bounds():
     assert torch.equal(v.inverse >= 0, inside)
 
 
+def test_voxelize_huge_extent_falls_back_to_row_unique():
+    """Indices near the int32 limits on every axis: one packed int64 key would overflow; order and sets stay right."""
+    g = torch.Generator().manual_seed(11)
+    base = (torch.rand(300, 3, generator=g, dtype=torch.float64) - 0.5) * 4.0  # clusters: several points per voxel
+    corners = torch.tensor([[-2.0e9, -2.0e9, -2.0e9], [2.0e9, 2.0e9, 2.0e9], [-2.0e9, 2.0e9, 0.0]],
+                           dtype=torch.float64)
+    xyz = torch.cat([base + c for c in corners])
+    pts = torch.cat([xyz, torch.rand(xyz.shape[0], 1, generator=g, dtype=torch.float64)], dim=1)
+    v = voxelize(pts, 1.0)
+    ref = _brute_voxels(pts, (1.0,) * 3)
+    assert v.num_voxels == len(ref)
+    assert [tuple(c) for c in v.coords[:, 1:].tolist()] == sorted(ref)  # lexicographic (x, y, z) order
+    torch.testing.assert_close(v.coords[v.inverse, 1:].double(), torch.floor(pts[:, :3]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="exceed int32"):
+        voxelize(pts * 2.0, 1.0)
+
+
+def test_voxelize_rejects_malformed_bounds():
+    pts = _random_points(10, seed=12)
+    with pytest.raises(ValueError, match="min < max"):
+        voxelize(pts, 0.5, bounds=((0.0, 0.0, 0.0), (1.0, -1.0, 1.0)))
+    with pytest.raises(ValueError, match="bounds must be"):
+        voxelize(pts, 0.5, bounds=((0.0, 0.0), (1.0, 1.0)))
+
+
 def test_voxelize_max_voxels_deterministic_subset():
     pts = _random_points(2000, seed=5, scale=10.0)
     full = voxelize(pts, 0.5)

@@ -13,6 +13,7 @@ from i2p_ros.config import from_mapping
 from i2p_ros.data.sim import main as sim_main
 from i2p_ros.distributed import DistInfo
 from i2p_ros.evaluate import evaluate_model
+from i2p_ros.run_log import read_metrics
 from i2p_ros.train import Trainer
 from i2p_ros.train_config import TrainConfig
 
@@ -66,9 +67,14 @@ def test_overfits_a_tiny_sequence(tiny_data, tmp_path, fip):
 def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path):
     cfg = train_cfg(tiny_data, epochs=2, **{"data.augment": {"yaw": True, "scale": [0.9, 1.1]},
                                             "data.max_voxels": 1500, "optim.name": "sgd", "optim.lr": 0.05,
-                                            "optim.schedule": "cosine", "optim.warmup_steps": 1})
+                                            "optim.schedule": "cosine", "optim.warmup_steps": 1,
+                                            "log_every_steps": 1})
     full = Trainer(cfg, tmp_path / "full", CPU, progress=False)
     full.fit()
+    steps = [r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if "train/loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    if os.path.exists("/proc/self/statm"):  # host memory is logged with every step row (leaks show as a slope)
+        assert all(100 < r["sys/rss_mb"] < 24 * 1024 for r in steps)
     first = Trainer(cfg, tmp_path / "cut", CPU, progress=False, stop_after_steps=3)  # mid-epoch 2
     assert first.fit() == {"stopped_at_step": 3}
     del first

@@ -36,6 +36,8 @@ class PipelineRequest:
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     voxel_size: float = 0.0          # 0 = the checkpoint's; otherwise must match it
     warmup: bool = True
+    label_config: str = ""           # the node's semantic-kitti.yaml ("" = the package's); exported models are
+                                     # checked against it, since the node colours and publishes by it
 
 
 BackendFactory = Callable[[PipelineRequest], SegmentationPipeline]

@@ -148,7 +148,8 @@ class SegmentNode(Node):
         p = self.params
         try:
             request = PipelineRequest(resolve_checkpoint(p.checkpoint), device=p.device, num_threads=p.num_threads,
-                                      bounds=p.bounds, voxel_size=p.voxel_size, warmup=p.warmup)
+                                      bounds=p.bounds, voxel_size=p.voxel_size, warmup=p.warmup,
+                                      label_config=p.label_config)
             self.get_logger().info(f"loading {request.checkpoint} (backend {p.backend}, device {p.device})")
             return create_pipeline(p.backend, request)
         except BackendError as err:
