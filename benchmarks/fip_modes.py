@@ -45,11 +45,12 @@ def make_data(root: Path, train_scans: int, val_scans: int, azimuth: int) -> Non
                      *common]) == 0
 
 
-def run_config(root: Path, fip: str, prior: str, args) -> TrainConfig:
+def run_config(root: Path, fip: str, prior: str, args, model_overrides: list[str] | None = None) -> TrainConfig:
     per_epoch = max(1, (args.train_scans // 2 * 2) // args.batch_size)  # an epoch = one pass over the drive
     epochs = max(1, round(args.steps / per_epoch))
     return from_mapping(TrainConfig, {
-        "model": "lite0", "fip": fip, "prior": prior, "epochs": epochs, "batch_size": args.batch_size,
+        "model": "lite0", "model_overrides": list(model_overrides or []),
+        "fip": fip, "prior": prior, "epochs": epochs, "batch_size": args.batch_size,
         "val_every_epochs": max(1, round(args.eval_every / per_epoch)),
         "data": {"root": str(root), "train_split": [0, 1], "val_split": [8], "max_voxels": args.max_voxels,
                  "augment": {"yaw": True, "scale": [0.95, 1.05]}, "num_workers": 0},

@@ -44,6 +44,26 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _fold_for_inference(model: nn.Module, example: SparseTensor) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with every conv -> BatchNorm pair folded into the conv (inference only).
+
+    Why: an eval-mode BatchNorm is a per-channel affine map; folded into the preceding conv's weights and bias
+    it costs nothing, where applied on its own it is a full read and write of every feature map (~7% of a
+    lite0 forward on CPU). The fold is checked on ``example`` against the unfolded model and skipped (the
+    model is returned unchanged) if it would change the output beyond float rounding.
+    """
+    from .deploy.fold import FoldError, fold_batchnorm
+
+    if not any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        return model, 0
+    try:
+        with torch.no_grad():
+            folded, pairs = fold_batchnorm(model, example)
+    except FoldError:
+        return model, 0
+    return folded.eval(), len(pairs)
+
+
 @dataclass
 class SegmentationResult:
     labels: np.ndarray                       # uint16 [N] raw SemanticKITTI ids, 0 = unlabeled
@@ -64,16 +84,19 @@ class SegmentationPipeline:
     def __init__(self, model: nn.Module | None, config: ModelConfig, raw_ids: list[int], *,
                  device: str = "auto", bounds: Bounds | None = None,
                  num_threads: int | None = None, network: Callable[[SparseTensor], Tensor] | None = None,
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, fold_bn: bool = True) -> None:
         if model is None and network is None:
             raise ValueError("SegmentationPipeline needs a model or a network callable")
         self.device = resolve_device(device)
         if num_threads and self.device.type == "cpu":
             torch.set_num_threads(int(num_threads))
         self.config = config
-        self.model = model.to(self.device).eval() if model is not None else None
-        self._network = network or self._torch_network
         self.columns = [FEATURE_NAMES.index(f) for f in config.in_features]
+        self.model = model.to(self.device).eval() if model is not None else None
+        self.folded_bn = 0
+        if self.model is not None and fold_bn:
+            self.model, self.folded_bn = _fold_for_inference(self.model, self._example())
+        self._network = network or self._torch_network
         self.bounds = bounds
         if len(raw_ids) != config.num_classes:
             raise ValueError(f"{len(raw_ids)} raw ids for {config.num_classes} classes")
@@ -92,12 +115,21 @@ class SegmentationPipeline:
     def _torch_network(self, x: SparseTensor) -> Tensor:
         return self.model(x)
 
-    def warmup(self) -> None:
-        """One pass on a synthetic scan so the first real frame does not pay for allocator/kernels warm-up."""
+    @staticmethod
+    def _synthetic_points() -> Tensor:
+        """A fixed random box of x, y, z, intensity points (warm-up and the BatchNorm-folding check)."""
         g = torch.Generator().manual_seed(0)
         scale, shift = torch.tensor([20.0, 20.0, 2.0, 1.0]), torch.tensor([10.0, 10.0, 1.5, 0.0])
-        pts = torch.rand(4096, 4, generator=g) * scale - shift
-        self.segment(pts.numpy())
+        return torch.rand(4096, 4, generator=g) * scale - shift
+
+    def _example(self) -> SparseTensor:
+        pts = self._synthetic_points().to(self.device)[:, self.columns]
+        vox = voxelize(pts, self.config.voxel_size)
+        return SparseTensor(vox.feats, vox.coords)
+
+    def warmup(self) -> None:
+        """One pass on a synthetic scan so the first real frame does not pay for allocator/kernels warm-up."""
+        self.segment(self._synthetic_points().numpy())
 
     @torch.inference_mode()
     def segment(self, points: np.ndarray | Tensor, confidence: bool = False) -> SegmentationResult:

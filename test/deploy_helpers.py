@@ -53,7 +53,9 @@ def save_untrained(name: str, path: Path, seed: int = 0) -> Path:
                 c = m.num_features
                 m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                # signed scales: each layer's ReLU then keeps a different mix of channels, so an untrained
+                # network's features (and argmax) still vary from voxel to voxel
+                m.weight.copy_(torch.randn(c, generator=g))
                 m.bias.copy_(torch.randn(c, generator=g) * 0.1)
         # a random linear classifier over features of similar sign is dominated by a few classes; centring it
         # spreads the argmax over many classes, so label comparisons mean something

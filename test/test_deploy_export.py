@@ -3,6 +3,7 @@ sizes than it was traced on (lite0 and r18), holds only standard operators with 
 inputs, and carries the metadata the runners rebuild the pipeline from."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_lite0_onnxruntime_matches_eager_on_scans_of_other_sizes():
 
 def test_lite0_onnxruntime_matches_eager_on_a_large_scan():
     ckpt, onnx_path = exported("lite0", 24)
-    (n,) = _compare(ckpt, onnx_path, [scan(1024, seed=24)])
+    (n,) = _compare(ckpt, onnx_path, [scan(2200, seed=24)])  # a full-size HDL-64 scan, ~120k points
     assert n > 20_000
 
 
@@ -89,7 +90,10 @@ def test_graph_holds_standard_ops_and_takes_the_tables_as_inputs():
     assert all(elem[n] == onnx.TensorProto.INT64 for n in engine_tables)
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in inputs}
     assert dims["feats"] == ["n0", 4]
-    assert dims["sub_c0_k3_d1"] == ["n0", 27]
+    for name in engine_tables:  # [N_out, k³]: a dynamic row count, one column per kernel offset
+        k = int(re.search(r"_k(\d+)_", name).group(1))
+        assert dims[name][1] == k ** 3, (name, dims[name])
+    assert dims["sub_c1_k3_d1"] == ["n1", 27]  # the stride-2 set (lite0: the first level with 3³ convs)
     assert all(isinstance(d[0], str) and d[0].startswith("n") for d in dims.values()), "voxel counts are dynamic"
     out = proto.graph.output[0]
     assert out.name == "logits" and [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["n0", 19]

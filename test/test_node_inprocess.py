@@ -26,6 +26,7 @@ from node_helpers import (  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from i2p_ros.data.labels import load_label_config  # noqa: E402
+from i2p_ros.models.build import load_model_config  # noqa: E402
 from i2p_ros.ros import pointcloud2 as pc  # noqa: E402
 from i2p_ros.ros.processor import STAGES  # noqa: E402
 from i2p_ros.ros.segment_node import NodeStartupError, SegmentNode  # noqa: E402
@@ -144,7 +145,7 @@ def test_configuration_errors_stop_the_node_at_start(tmp_path):
         ([Parameter("checkpoint", value=str(tmp_path / "missing.pt"))], "does not exist"),
         ([Parameter("checkpoint", value=str(ckpt)), Parameter("backend", value="tensorrt")], "tensorrt"),
         ([Parameter("checkpoint", value=str(ckpt)), Parameter("voxel_size", value=0.05),
-          Parameter("warmup", value=False)], "trained with 0.1"),
+          Parameter("warmup", value=False)], f"trained with {load_model_config('lite0').voxel_size:g}"),
         ([Parameter("range_min", value=[0.0, 0.0, 5.0])], "range_min.z"),
         ([Parameter("device", value="gpu")], "device"),
     ]

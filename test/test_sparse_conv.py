@@ -139,20 +139,29 @@ def test_gradients_match_dense_autograd():
         torch.testing.assert_close(dense_weight(conv.kernel.grad, 3, transposed=tr), wd.grad, **TOL)
 
 
-@pytest.mark.parametrize("variant", ["sub3", "sub3_dw_bias", "down2", "down3", "up3", "sub5_dil"])
+@pytest.mark.parametrize("variant", ["sub3", "sub3_dw_bias", "down2", "down3", "up3", "sub5_dil", "up2",
+                                     "up2_after_floor3", "down2_input_grad_only"])
 def test_gradcheck_tiny(variant):
+    """Also the one-pair-per-output path (2x2x2 up-convs, and the input gradient of a 2x2x2 down-conv)."""
     x = _make(2, (3, 4, 3), 0.5, seed=11, c=2)
     kw = {"sub3": dict(kernel_size=3), "sub3_dw_bias": dict(kernel_size=3, depthwise=True, bias=True),
           "down2": dict(kernel_size=2, stride=2), "down3": dict(kernel_size=3, stride=2, bias=True),
-          "up3": dict(kernel_size=3, stride=2), "sub5_dil": dict(kernel_size=5, dilation=2)}[variant]
+          "up3": dict(kernel_size=3, stride=2), "sub5_dil": dict(kernel_size=5, dilation=2),
+          "up2": dict(kernel_size=2, stride=2), "up2_after_floor3": dict(kernel_size=2, stride=2),
+          "down2_input_grad_only": dict(kernel_size=2, stride=2)}[variant]
     cout = 2 if kw.get("depthwise") else 3
-    if variant == "up3":
-        coarse = Conv3d(2, 2, 3, stride=2).to(DT)(x)
+    if variant.startswith("up"):
+        first = {"up3": dict(kernel_size=3), "up2": dict(kernel_size=2),
+                 "up2_after_floor3": dict(kernel_size=3, sites="floor")}[variant]
+        coarse = Conv3d(2, 2, stride=2, **first).to(DT)(x)
         x = coarse.replace(coarse.feats.detach())
         conv = Conv3d(2, cout, transposed=True, **kw).to(DT)
     else:
         conv = Conv3d(2, cout, **kw).to(DT)
     params = [conv.kernel] + ([conv.bias] if conv.bias is not None else [])
+    if variant.endswith("input_grad_only"):
+        params = []
+        conv.requires_grad_(False)
 
     for mode in ("scatter", "gather"):
         def f(feats, *p, mode=mode):

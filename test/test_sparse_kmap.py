@@ -5,7 +5,7 @@ import torch
 from test_sparse_dense_ref import expected_down_sites, offsets, random_coords
 
 from i2p_ros.sparse import Conv3d, KernelMapCache, SparseTensor, voxelize
-from i2p_ros.sparse.kmap import downsample_map, kernel_offsets, submanifold_map, transposed_map
+from i2p_ros.sparse.kmap import downsample_map, kernel_offsets, offset_index, submanifold_map, transposed_map
 from i2p_ros.sparse.plan import build_plan
 
 
@@ -76,10 +76,11 @@ def test_downsample_map_matches_brute_force(k, stride_in, d):
     assert _pairs(t) == {(o, i, w) for i, o, w in _pairs(m)}
 
 
-def test_plan_reproduces_every_pair_once_in_any_blocking():
+@pytest.mark.parametrize("k", [3, 5])  # 5³: 124 offsets, ranks counted with the dense occupancy path
+def test_plan_reproduces_every_pair_once_in_any_blocking(k):
     coords = random_coords(2, (9, 9, 9), 0.25, seed=3)
     cache = KernelMapCache()
-    m = submanifold_map(cache, cache.coords_id(coords, 1), 3)
+    m = submanifold_map(cache, cache.coords_id(coords, 1), k)
     for block in (1, 7, 100, 10**6):
         p = build_plan(m.in_idx, m.out_idx, m.n_out, m.identity, block_pairs=block)
         seen = set()
@@ -97,6 +98,7 @@ def test_plan_reproduces_every_pair_once_in_any_blocking():
             for j, row in enumerate(range(r0, r1)):
                 local = p.bag_idx[y0 + offs[j]:y0 + offs[j + 1]] + y0
                 assert (p.out_rows[local] == row).all()
+                assert (p.offset_idx[local].diff() > 0).all()  # in offset order
         assert seen == _pairs(m) - {(j, j, m.identity) for j in range(m.n_in)}
 
 
@@ -124,3 +126,45 @@ def test_voxelized_coords_take_the_sorted_path():
     cid = cache.coords_id(v.coords, 1)
     submanifold_map(cache, cid, 3)
     assert cache.sorted_keys[cid].perm is None
+
+
+@pytest.mark.parametrize("k_down", [3, 5])
+def test_up_conv_after_a_floor_site_strided_conv_equals_the_searched_transpose(k_down):
+    """The decoder's 2x2x2 up-conv back from a set made by a 3³/5³ floor-site conv is read off each fine site's
+    parent cell; it must hold exactly the pairs the generic transposed search finds, and its output must equal
+    a dense conv_transpose3d of the same weights."""
+    coords = random_coords(2, (9, 7, 8), 0.3, seed=20 + k_down, origin=(-5, 3, -1))
+    g = torch.Generator().manual_seed(k_down)
+    x = SparseTensor(torch.randn(coords.shape[0], 3, generator=g, dtype=torch.float64), coords)
+    down = Conv3d(3, 4, k_down, stride=2, sites="floor").double()
+    up = Conv3d(4, 2, 2, stride=2, transposed=True).double()
+    coarse = down(x)
+    out = up(coarse)
+    cache = x.cache
+    coarse_cid = cache.coords_id(coarse.coords, 2)
+    name = f"up_c{coarse_cid}_k2_s2_d1"
+    assert cache.has_map(name)
+    ref_cache = KernelMapCache()
+    rf, rc = ref_cache.coords_id(coords, 1), ref_cache.coords_id(coarse.coords, 2)
+    ref_cache.set_parent(rc, rf)
+    assert _pairs(cache.get_map(name, lambda: None)) == _pairs(transposed_map(ref_cache, rc, rf, 2, 2))
+    # against brute force: fine p gets coarse q = floor(p / 2) * 2 through offset (p - q) (x slowest)
+    w = up.kernel.detach()
+    rows = {tuple(r): j for j, r in enumerate(coarse.coords.tolist())}
+    expect = torch.zeros(coords.shape[0], 2, dtype=torch.float64)
+    for p, (b, *xyz) in enumerate(coords.tolist()):
+        q = (b, *[(v // 2) * 2 for v in xyz])
+        o = [v - qv for v, qv in zip(xyz, q[1:])]
+        expect[p] = coarse.feats[rows[q]] @ w[o[0] * 4 + o[1] * 2 + o[2]]
+    torch.testing.assert_close(out.feats, expect, rtol=1e-12, atol=1e-12)
+
+
+def test_3x3x3_map_taken_from_a_cached_5x5x5_map_matches_brute_force():
+    """A 3³ submanifold map on a set that already has a 5³ map is read off the 5³ map's centre offsets."""
+    coords = random_coords(2, (8, 7, 9), 0.3, seed=9, origin=(-3, 2, 0))
+    cache = KernelMapCache()
+    cid = cache.coords_id(coords, 1)
+    big = cache.get_map("sub_c0_k5_d1", lambda: submanifold_map(cache, cid, 5))
+    small = submanifold_map(cache, cid, 3)
+    assert _pairs(small) == _brute_sub(coords, 1, 3, 1)
+    assert small.in_idx[0] is big.in_idx[offset_index(5, -1, -1, -1)]  # shared with the 5³ map, not searched

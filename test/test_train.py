@@ -136,9 +136,16 @@ def test_ddp_two_ranks_identical_and_equal_to_one_process(tiny_data, tmp_path):
         loss.backward()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     single.optimizer.step()
-    moved = 0.0
+    # float32 sums in another order (all-reduce of per-rank gradients vs. accumulation in one process) agree
+    # only up to rounding, which cancellation-heavy sums (a BatchNorm bias sums ~10k opposing gradients)
+    # amplify: so each weight within 1e-4, and the whole update within 1% of its norm. A real fault (a rank's
+    # sample lost, gradients summed instead of averaged, a missed all-reduce) changes the update by 30-100%.
+    d_single, d_ddp = [], []
     for n, p in model.named_parameters():
-        # float32 sums in another order (all-reduce vs. accumulation): equal up to rounding
-        torch.testing.assert_close(p.detach(), r0["params"][n], rtol=1e-4, atol=2e-5)
-        moved = max(moved, float((p.detach() - before[n]).abs().max()))
-    assert moved > 100 * 2e-5, "the step must move the weights far more than the tolerance"
+        torch.testing.assert_close(p.detach(), r0["params"][n], rtol=1e-4, atol=1e-4)
+        d_single.append((p.detach() - before[n]).flatten())
+        d_ddp.append((r0["params"][n] - before[n]).flatten())
+    d_single, d_ddp = torch.cat(d_single).double(), torch.cat(d_ddp).double()
+    assert float(d_single.abs().max()) > 100 * 1e-4, "the step must move the weights far more than the tolerance"
+    rel = float((d_ddp - d_single).norm() / d_single.norm())
+    assert rel < 1e-2, f"the DDP update differs from the single-process update by {100 * rel:.2f}% of its norm"

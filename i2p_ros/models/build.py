@@ -28,10 +28,13 @@ class EncoderConfig:
     variant: Literal["lite0", "lite1", "lite2"] = "lite0"    # efficientnet_lite
     stem_channels: int = 64                                  # resnet: width of the new stem's first conv
     stages: int = 7                                          # efficientnet_lite: MBConv stages kept (1..7)
+    stem_kernel: int = 3                                     # the new full-resolution stem's kernel (3 or 1)
 
     def __post_init__(self) -> None:
         if self.type == "resnet" and self.depth not in RESNET_SPECS:
             raise ValueError(f"encoder.depth must be one of {sorted(RESNET_SPECS)}, got {self.depth}")
+        if self.stem_kernel not in (1, 3, 5):
+            raise ValueError(f"encoder.stem_kernel must be 1, 3 or 5, got {self.stem_kernel}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ class DecoderConfig:
     blocks: int = 1
     block: Literal["conv", "residual"] = "conv"
     dropout: float = 0.0
+    kernels: list[int] | None = None  # fuse-conv kernel per up-stage, coarse -> fine (None: all 3)
+
+    def __post_init__(self) -> None:
+        if self.kernels is not None:
+            if len(self.kernels) != len(self.channels):
+                raise ValueError(f"decoder.kernels needs one kernel size per up-stage ({len(self.channels)}), "
+                                 f"got {list(self.kernels)}")
+            if any(k not in (1, 3, 5) for k in self.kernels):
+                raise ValueError(f"decoder.kernels must be 1, 3 or 5, got {list(self.kernels)}")
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,10 @@ def model_config_from_dict(data: dict, source: str = "checkpoint") -> ModelConfi
 def build_encoder(cfg: ModelConfig) -> nn.Module:
     cin = len(cfg.in_features)
     if cfg.encoder.type == "resnet":
-        return SparseResNet(cfg.encoder.depth, in_channels=cin, stem_channels=cfg.encoder.stem_channels)
+        return SparseResNet(cfg.encoder.depth, in_channels=cin, stem_channels=cfg.encoder.stem_channels,
+                            stem_kernel=cfg.encoder.stem_kernel)
     return SparseEfficientNetLite(cfg.encoder.variant, in_channels=cin, with_head=cfg.task == "classification",
-                                  stages=cfg.encoder.stages)
+                                  stages=cfg.encoder.stages, stem_kernel=cfg.encoder.stem_kernel)
 
 
 def build_model(cfg: ModelConfig, prior: str | None = None) -> tuple[nn.Module, PriorReport | None]:
@@ -101,7 +114,8 @@ def build_model(cfg: ModelConfig, prior: str | None = None) -> tuple[nn.Module, 
     if cfg.task == "segmentation":
         d = cfg.decoder
         model: nn.Module = SegmentationNet(
-            encoder, UNetDecoder(encoder.feature_channels, list(d.channels), d.blocks, d.block, d.dropout),
+            encoder, UNetDecoder(encoder.feature_channels, list(d.channels), d.blocks, d.block, d.dropout,
+                                 kernels=list(d.kernels) if d.kernels is not None else None),
             cfg.num_classes)
     else:
         model = ClassificationNet(encoder, cfg.num_classes, dropout=cfg.decoder.dropout)

@@ -31,14 +31,15 @@ NEW_INPUT_MODULES = ("stem", "ds")
 class SparseResNet(nn.Module):
     """Inflated ResNet-``depth`` (torchvision layout for ``layer1..4``) with a new LiDAR stem."""
 
-    def __init__(self, depth: int = 18, in_channels: int = 4, stem_channels: int = 64) -> None:
+    def __init__(self, depth: int = 18, in_channels: int = 4, stem_channels: int = 64, stem_kernel: int = 3) -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(RESNET_SPECS)}")
         spec = RESNET_SPECS[depth]
         block = BasicBlock3d if spec.block == "basic" else Bottleneck3d
         self.depth = depth
-        self.stem = nn.Sequential(ConvBNAct(in_channels, stem_channels, 3), ConvBNAct(stem_channels, 64, 3))
+        self.stem = nn.Sequential(ConvBNAct(in_channels, stem_channels, stem_kernel),
+                                  ConvBNAct(stem_channels, 64, stem_kernel))
         self.ds = ConvBNAct(64, 64, 2, stride=2)
         cin = 64
         channels = [64]
@@ -75,7 +76,7 @@ class SparseEfficientNetLite(nn.Module):
     """
 
     def __init__(self, variant: str = "lite0", in_channels: int = 4, with_head: bool = False,
-                 stages: int = 7) -> None:
+                 stages: int = 7, stem_kernel: int = 3) -> None:
         super().__init__()
         all_specs = lite_block_specs(variant)
         num_stages = all_specs[-1].stage + 1
@@ -86,7 +87,7 @@ class SparseEfficientNetLite(nn.Module):
         specs = [s for s in all_specs if s.stage < stages]
         self.stages = stages
         self.variant = variant
-        self.stem = ConvBNAct(in_channels, STEM_CHANNELS, 3, act="relu6", bn_eps=LITE_BN_EPS)
+        self.stem = ConvBNAct(in_channels, STEM_CHANNELS, stem_kernel, act="relu6", bn_eps=LITE_BN_EPS)
         self.ds = ConvBNAct(STEM_CHANNELS, STEM_CHANNELS, 2, stride=2, act="relu6", bn_eps=LITE_BN_EPS)
         self._blocks = nn.ModuleList(MBConv3d(s.cin, s.cout, s.kernel, s.stride, s.expand) for s in specs)
         # features are taken at the end of every stage after which the resolution drops (and at the end)

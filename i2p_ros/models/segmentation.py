@@ -29,13 +29,14 @@ class _FipModel(nn.Module):
 
 
 class _UpStage(nn.Module):
-    def __init__(self, cin: int, skip: int, cout: int, blocks: int, block: str) -> None:
+    def __init__(self, cin: int, skip: int, cout: int, blocks: int, block: str, kernel: int = 3) -> None:
         super().__init__()
         self.up = ConvBNAct(cin, cout, 2, stride=2, transposed=True)
         layers: list[nn.Module] = []
         c = cout + skip
         for _ in range(blocks):
-            layers.append(BasicBlock3d(c, cout) if block == "residual" else ConvBNAct(c, cout, 3))
+            layers.append(BasicBlock3d(c, cout, kernel_size=kernel) if block == "residual"
+                          else ConvBNAct(c, cout, kernel))
             c = cout
         if not layers:
             layers.append(ConvBNAct(c, cout, 1))
@@ -49,16 +50,20 @@ class UNetDecoder(nn.Module):
     """One up-stage per encoder level; ``channels[i]`` is the width after up-stage ``i`` (coarse to fine)."""
 
     def __init__(self, feature_channels: list[int], channels: list[int], blocks: int = 1,
-                 block: str = "conv", dropout: float = 0.0) -> None:
+                 block: str = "conv", dropout: float = 0.0, kernels: list[int] | None = None) -> None:
         super().__init__()
         if len(channels) != len(feature_channels) - 1:
             raise ValueError(f"decoder needs {len(feature_channels) - 1} channel widths (one per up-stage) for "
                              f"an encoder with {len(feature_channels)} feature levels, got {len(channels)}")
         if block not in ("conv", "residual"):
             raise ValueError(f"decoder block must be 'conv' or 'residual', got {block!r}")
+        kernels = [3] * len(channels) if kernels is None else list(kernels)
+        if len(kernels) != len(channels):
+            raise ValueError(f"decoder needs one fuse kernel per up-stage ({len(channels)}), got {kernels}")
         skips = feature_channels[-2::-1]
         cins = [feature_channels[-1]] + channels[:-1]
-        self.stages = nn.ModuleList(_UpStage(ci, s, co, blocks, block) for ci, s, co in zip(cins, skips, channels))
+        self.stages = nn.ModuleList(_UpStage(ci, s, co, blocks, block, k)
+                                    for ci, s, co, k in zip(cins, skips, channels, kernels))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.out_channels = channels[-1]
 

@@ -50,12 +50,12 @@ class BasicBlock3d(nn.Module):
 
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int = 1, bn_eps: float = 1e-5) -> None:
+    def __init__(self, cin: int, planes: int, stride: int = 1, bn_eps: float = 1e-5, kernel_size: int = 3) -> None:
         super().__init__()
-        self.conv1 = Conv3d(cin, planes, 3, stride=stride, sites=SITES)
+        self.conv1 = Conv3d(cin, planes, kernel_size, stride=stride, sites=SITES)
         self.bn1 = BatchNorm(planes, eps=bn_eps)
         self.relu = ReLU()
-        self.conv2 = Conv3d(planes, planes, 3)
+        self.conv2 = Conv3d(planes, planes, kernel_size)
         self.bn2 = BatchNorm(planes, eps=bn_eps)
         self.downsample = _shortcut(cin, planes, stride, bn_eps)
 

@@ -34,6 +34,8 @@ class KernelMapCache:
         self._preloaded_tables: dict[str, Tensor] = {}
         self._preloaded_coords: list[Tensor] | None = None
         self.sorted_keys: dict[int, Any] = {}  # cid -> sorted key index (see kmap.SortedCoords)
+        self.floor_cells: dict[tuple[int, int], Any] = {}  # (cid, ratio) -> floor-site set (see kmap.floor_cells)
+        self._building = 0  # depth of nested get_map builds (only the outermost is timed)
 
     # ---------------------------------------------------------------- coordinate sets
     def coords_id(self, coords: Tensor, stride: int) -> int:
@@ -80,8 +82,13 @@ class KernelMapCache:
         kmap = self._maps.get(name)
         if kmap is None:
             t0 = time.perf_counter()
-            kmap = build()
-            self.build_ms += (time.perf_counter() - t0) * 1e3
+            self._building += 1
+            try:
+                kmap = build()
+            finally:
+                self._building -= 1
+            if not self._building:  # a map built inside another's build is timed by the outer one
+                self.build_ms += (time.perf_counter() - t0) * 1e3
             self._maps[name] = kmap
         return kmap
 

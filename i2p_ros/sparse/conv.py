@@ -104,6 +104,10 @@ def conv_map(x: SparseTensor, kernel_size: int, stride: int = 1, dilation: int =
         def _build() -> KernelMap:
             if cache.has_map(down_name) and cache.output(down_name) == cid:
                 return cache.get_map(down_name, lambda: None).transposed()
+            if k == s and cache.floor_child(fine, s) == cid:
+                # the coarse set is the floor set of the finer one (whichever strided conv made it): a 2x2x2 map
+                # follows from each fine site's parent cell, no search (see kmap.floor_cells)
+                return cache.get_map(down_name, lambda: downsample_map(cache, fine, k, s, d)).transposed()
             return transposed_map(cache, cid, fine, k, s, d)
 
         kmap = cache.get_map(name, _build)

@@ -96,8 +96,10 @@ def _plan_apply(x: Tensor, kmap: KernelMap, weight: Tensor, n_out: int, c_out: i
 
     ``centre_src`` (identity offset): its rows ``@ W[centre]`` are added to each block with one fused addmm.
     """
-    plan = kmap.plan(block_pairs_for(x.shape[1] + c_out))
     depthwise = weight.dim() == 2
+    if kmap.unique_out and centre_src is None:
+        return _direct_apply(x, kmap, weight, n_out, c_out, transpose_w)
+    plan = kmap.plan(block_pairs_for(x.shape[1] + c_out, depthwise))
     ws = [] if depthwise else _weights(weight, transpose_w)
     out = torch.empty((n_out, c_out), dtype=x.dtype, device=x.device)
     m = max(plan.max_block_pairs, 1)
@@ -123,6 +125,21 @@ def _plan_apply(x: Tensor, kmap: KernelMap, weight: Tensor, n_out: int, c_out: i
     return out
 
 
+def _direct_apply(x: Tensor, kmap: KernelMap, weight: Tensor, n_out: int, c_out: int,
+                  transpose_w: bool) -> Tensor:
+    """A map whose every output row has exactly one pair (the decoder's 2x2x2 up-conv): per offset, gather the
+    inputs, multiply, and write the rows in place. No plan and no reduction are needed."""
+    depthwise = weight.dim() == 2
+    ws = [] if depthwise else _weights(weight, transpose_w)
+    out = torch.empty((n_out, c_out), dtype=x.dtype, device=x.device)
+    for i, (a, b) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
+        if a is None or a.numel() == 0:
+            continue
+        g = x.index_select(0, a)
+        out.index_copy_(0, b, g.mul_(weight[i]) if depthwise else torch.mm(g, ws[i]))
+    return out
+
+
 def _scatter_forward(feats: Tensor, kmap: KernelMap, weight: Tensor) -> Tensor:
     centre = feats if kmap.identity is not None else None
     return _plan_apply(feats, kmap, weight, kmap.n_out, weight.shape[-1], False, centre)
@@ -144,7 +161,7 @@ def _scatter_backward(grad_out: Tensor, feats: Tensor, kmap: KernelMap, weight: 
             grad_w[kmap.identity] = (feats * grad_out).sum(0)
         else:
             torch.mm(feats.t(), grad_out, out=grad_w[kmap.identity])
-    plan = kt.plan(block_pairs_for(feats.shape[1] + grad_out.shape[1]))
+    plan = kt.plan(block_pairs_for(feats.shape[1] + grad_out.shape[1], depthwise))
     m = max(plan.max_block_pairs, 1)
     dev, dt = feats.device, feats.dtype
     c_in, c_out = feats.shape[1], grad_out.shape[1]

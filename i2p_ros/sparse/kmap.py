@@ -22,12 +22,14 @@ searched, and the centre offset is the identity and is not stored at all. No Pyt
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from .cache import KernelMapCache
+from .keys import sorted_unique
 from .plan import ReducePlan, block_pairs_for, build_plan
 
 # A map's plan serves convs whose preferred block size is up to this factor away (so the workspace stays
@@ -35,7 +37,7 @@ from .plan import ReducePlan, block_pairs_for, build_plan
 PLAN_REUSE_FACTOR = 4
 
 __all__ = ["KernelMap", "kernel_offsets", "offset_index", "submanifold_map", "downsample_map", "floor_downsample_map",
-           "transposed_map", "neighbour_table", "SortedCoords"]
+           "floor_cells", "transposed_map", "neighbour_table", "SortedCoords"]
 
 
 # ---------------------------------------------------------------------------------------------- offsets
@@ -77,7 +79,15 @@ class KernelMap:
     identity: int | None = None  # offset index whose map is the identity (submanifold centre)
     out_coords: Tensor | None = None  # coords of the output (strided maps create new ones)
     symmetric: bool = False  # offset K-1-i holds the pairs of offset i swapped (submanifold maps)
+    # every output (input) row is in exactly one pair over all offsets (kernel == stride maps: each fine site
+    # has one parent cell). A conv on a unique_out map writes each output once, with no reduction.
+    unique_out: bool = False
+    unique_in: bool = False
     _transposed: KernelMap | None = field(default=None, repr=False)
+    # the map this one is the transpose of, held weakly: a strong back-reference would make every map and its
+    # transpose a reference cycle, freed only by the cyclic GC (late and rarely for long-lived generations),
+    # so each frame's maps and plans would pile up in memory between collections
+    _transposed_of: weakref.ref | None = field(default=None, repr=False)
     _plans: dict[int, ReducePlan] = field(default_factory=dict, repr=False)
 
     @property
@@ -91,12 +101,22 @@ class KernelMap:
 
     def transposed(self) -> KernelMap:
         """The same pairs with input and output swapped (for transposed convs and input gradients)."""
+        if self._transposed_of is not None:
+            original = self._transposed_of()
+            if original is not None:
+                return original
         if self._transposed is None:
             t = KernelMap(list(self.out_idx), list(self.in_idx), self.n_out, self.n_in, self.kernel_size,
-                          self.identity, None, self.symmetric)
-            t._transposed = self
+                          self.identity, None, self.symmetric, unique_out=self.unique_in, unique_in=self.unique_out)
+            t._transposed_of = weakref.ref(self)
             self._transposed = t
         return self._transposed
+
+    def _partner(self) -> KernelMap | None:
+        """The transpose already made from this map, or the map this one is the transpose of."""
+        if self._transposed is not None:
+            return self._transposed
+        return self._transposed_of() if self._transposed_of is not None else None
 
     def plan(self, block_pairs: int | None = None) -> ReducePlan:
         """The scatter strategy's execution plan for a block size.
@@ -108,7 +128,7 @@ class KernelMap:
         bp = block_pairs_for(64) if block_pairs is None else int(block_pairs)
         plan = self._find_plan(bp)
         if plan is None:
-            other = self._transposed
+            other = self._partner()
             src = other._find_plan(bp) if self.symmetric and other is not None else None
             if src is not None:
                 plan = src.relabeled(self.kernel_volume)
@@ -207,17 +227,19 @@ SEARCH_ELEMENTS = 2 ** 22
 
 
 def _column_walk(sc: SortedCoords, base: Tensor, columns: list[tuple[int, int]], k: int,
-                 d: int) -> list[tuple[tuple[int, int], Tensor, Tensor]]:
+                 d: int) -> list[tuple[tuple[int, int, int], Tensor, Tensor]]:
     """Neighbours of every query key ``base`` at offsets ``(dx, dy, dz)`` for the given ``(dx, dy)`` columns and
     ``dz`` in ``-r..r`` (dilation ``d``), searching many columns per op.
 
     For dilation 1 the ``dz`` neighbours of one column are consecutive keys, hence consecutive sorted
     positions: one ``searchsorted`` per column finds the first, and ``k`` compare-and-step passes find the rest.
-    Returns ``((dx, dy), hit [k, n], pos [k, n])`` per column (``pos`` = sorted position where ``hit``).
+    The hits of a whole chunk of columns are then turned into pairs with one ``nonzero``, so the op count does not
+    grow with the number of columns (25 for a 5³ strided conv). Returns ``((dx, dy, dz), query index, sorted
+    position of the neighbour)`` for every offset, queries increasing within an offset.
     """
     r = k // 2
     n = base.numel()
-    out: list[tuple[tuple[int, int], Tensor, Tensor]] = []
+    out: list[tuple[tuple[int, int, int], Tensor, Tensor]] = []
     if n == 0 or not columns:
         return out
     keys, keys_ext = sc.keys, sc.keys_ext
@@ -227,35 +249,41 @@ def _column_walk(sc: SortedCoords, base: Tensor, columns: list[tuple[int, int]],
         deltas = torch.tensor([sc.delta(dx * d, dy * d, 0) for dx, dy in cols], dtype=torch.int64,
                               device=base.device)
         q = base.unsqueeze(0) + deltas.unsqueeze(1)  # [C, n] column centres
-        hits, poss = [], []
+        hit_t = torch.empty((len(cols), k, n), dtype=torch.bool, device=base.device)
+        pos_t = torch.empty((len(cols), k, n), dtype=torch.int64, device=base.device)
         if d == 1:
             q0 = q - r * sc.mult[3]
             cur = torch.searchsorted(keys, q0)  # in 0..n; keys_ext[n] is a sentinel that never matches
             for j in range(k):
-                hit = keys_ext.index_select(0, cur.view(-1)).view(cur.shape) == (q0 + j if j else q0)
-                hits.append(hit)
-                poss.append(cur)
+                torch.eq(keys_ext.index_select(0, cur.view(-1)).view(cur.shape), q0 + j if j else q0,
+                         out=hit_t[:, j])
+                pos_t[:, j] = cur
                 if j + 1 < k:
-                    cur = cur + hit
+                    cur = cur + hit_t[:, j]
         else:
             for j in range(k):
                 hit, pos = sc.lookup((q + (j - r) * d * sc.mult[3]).reshape(-1))
-                hits.append(hit.view(q.shape))
-                poss.append(pos.view(q.shape))
-        hit_t = torch.stack(hits, 1)  # [C, k, n]
-        pos_t = torch.stack(poss, 1)
-        for ci, col in enumerate(cols):
-            out.append((col, hit_t[ci], pos_t[ci]))
+                hit_t[:, j] = hit.view(q.shape)
+                pos_t[:, j] = pos.view(q.shape)
+        idx = torch.nonzero(hit_t.view(-1)).squeeze(1)  # (column, dz, query)-major: queries increase per offset
+        counts = hit_t.sum(2).view(-1).tolist()
+        found = pos_t.view(-1).index_select(0, idx)
+        qidx = idx.remainder_(n)
+        groups = zip(torch.split(qidx, counts), torch.split(found, counts))
+        for (dx, dy) in cols:
+            for j in range(k):
+                qa, pa = next(groups)
+                out.append(((dx, dy, j - r), qa, pa))
     return out
 
 
-def _pairs_of(hit: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[int]]:
-    """Flatten a ``[k, n]`` hit mask: (query index, found position) of every hit, grouped by row of the mask
-    (query index increasing within a group), and the group sizes."""
-    idx = torch.nonzero(hit.reshape(-1)).squeeze(1)
-    n = hit.shape[1]
-    counts = hit.sum(1).tolist()
-    return idx % n, pos.reshape(-1).index_select(0, idx), counts
+def _cached_larger_submanifold(cache: KernelMapCache, cid: int, k: int, d: int) -> KernelMap | None:
+    """An already built submanifold map of a larger odd kernel (same set, same dilation), if any."""
+    for kk in range(k + 2, 9, 2):
+        name = f"sub_c{cid}_k{kk}_d{d}"
+        if cache.has_map(name):
+            return cache.get_map(name, lambda: None)
+    return None
 
 
 def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation: int = 1) -> KernelMap:
@@ -265,6 +293,12 @@ def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation:
         raise ValueError(f"submanifold conv needs an odd kernel size, got {k} (even kernels only as kernel == stride)")
     d = int(dilation)
     r = k // 2
+    larger = _cached_larger_submanifold(cache, cid, k, d)
+    if larger is not None:  # a 3³ neighbourhood is the centre of a 5³ one: take its offsets, no search
+        inner = [offset_index(larger.kernel_size, *o) for o in kernel_offsets(k)]
+        return KernelMap([larger.in_idx[i] for i in inner], [larger.out_idx[i] for i in inner], larger.n_in,
+                         larger.n_out, k, identity=offset_index(k, 0, 0, 0), out_coords=larger.out_coords,
+                         symmetric=True)
     sc = sorted_coords(cache, cid, r * d)
     n = sc.n
     kv = k ** 3
@@ -284,11 +318,8 @@ def submanifold_map(cache: KernelMapCache, cid: int, kernel_size: int, dilation:
     if r > 0 and n > 0:
         # half of the offsets: (dx, dy) columns with dx > 0 or (dx == 0 and dy > 0), plus (0, 0, dz > 0)
         columns = [(dx, dy) for dx in range(0, r + 1) for dy in range(-r, r + 1) if dx > 0 or dy > 0]
-        for (dx, dy), hit, pos in _column_walk(sc, keys, columns, k, d):
-            q, p, counts = _pairs_of(hit, pos)
-            a_all, b_all = sc.rows(q), sc.rows(p)
-            for j, (a, b) in enumerate(zip(torch.split(a_all, counts), torch.split(b_all, counts))):
-                put((dx, dy, j - r), a, b)
+        for o, q, p in _column_walk(sc, keys, columns, k, d):
+            put(o, sc.rows(q), sc.rows(p))
         if d == 1:
             # (0, 0, dz>0): the neighbour key + j sits right after row i (keys unique and sorted)
             keys_ext = sc.keys_ext
@@ -330,48 +361,70 @@ def downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stride: in
         raise ValueError(f"strided conv with even kernel {k} needs kernel == stride (got stride {s_ratio})")
     if k % 2 == 0 and d != 1:
         raise ValueError("strided conv with kernel == stride does not support dilation")
+    n = cache.coords(cid).shape[0]
+    kv = k ** 3
+    if k % 2 == 0:
+        # kernel == stride: every input has exactly one output (its floor cell), through the offset given by its
+        # position inside that cell; the cells are the shared floor set of (cid, stride)
+        out_coords, inv, oi = floor_cells(cache, cid, s_ratio)
+        # group the pairs by offset; a stable sort keeps input rows (and so, for sorted coords, output rows)
+        # increasing within each offset
+        order = torch.sort(oi, stable=True).indices
+        counts = torch.bincount(oi, minlength=kv).tolist()
+        in_idx = list(torch.split(order, counts))
+        out_idx = list(torch.split(inv.index_select(0, order), counts))
+        return KernelMap(in_idx, out_idx, n, int(out_coords.shape[0]), k, identity=None, out_coords=out_coords,
+                         unique_in=True)
+
     coords = cache.coords(cid)
     s_in = cache.stride(cid)
-    s_out = s_in * s_ratio
     dev = coords.device
-    n = coords.shape[0]
     c64 = coords.to(torch.int64)
     b = c64[:, 0]
     u = torch.div(c64[:, 1:], s_in, rounding_mode="floor")  # stride units of the input
-    kv = k ** 3
-    if k % 2 == 0:
-        cell, oi = _out_sites_kernel_eq_stride(u, s_ratio)
-        cand_b, cand_cell, cand_off, cand_pt = b, cell, oi, torch.arange(n, device=dev)
-    else:
-        r = k // 2
-        umin = u.min(dim=0).values if n else torch.zeros(3, dtype=torch.int64, device=dev)
-        # per axis and offset value: does u - o*d land on a multiple of S, not below the minimum?
-        vals = [o * d for o in range(-r, r + 1)]
-        ok = [[torch.remainder(u[:, a] - v, s_ratio) == 0 for v in vals] for a in range(3)]
-        for a in range(3):
-            for t, v in enumerate(vals):
-                ok[a][t] &= (u[:, a] - v) >= umin[a]
-        bs, cells, counts, pts = [], [], [], []
-        for dx, dy, dz in kernel_offsets(k):
-            m = ok[0][dx + r] & ok[1][dy + r] & ok[2][dz + r]
-            sel = torch.nonzero(m).squeeze(1)
-            counts.append(int(sel.numel()))
-            shift = torch.tensor([dx * d, dy * d, dz * d], dtype=torch.int64, device=dev)
-            cells.append(torch.div(u.index_select(0, sel) - shift, s_ratio, rounding_mode="floor"))
-            bs.append(b.index_select(0, sel))
-            pts.append(sel)
-        cand_b, cand_cell, cand_pt = torch.cat(bs), torch.cat(cells), torch.cat(pts)
-
-    out_coords, inv = _unique_cells(cand_b, cand_cell, s_out)
-    if k % 2 == 0:  # group the pairs by offset (odd kernels generated them offset by offset already)
-        order = torch.argsort(cand_off, stable=True)
-        counts = torch.bincount(cand_off, minlength=kv).tolist()
-        cand_pt = cand_pt.index_select(0, order)
-        inv = inv.index_select(0, order)
-    in_idx = list(torch.split(cand_pt, counts))
+    r = k // 2
+    umin = u.min(dim=0).values if n else torch.zeros(3, dtype=torch.int64, device=dev)
+    # per axis and offset value: does u - o*d land on a multiple of S, not below the minimum?
+    vals = [o * d for o in range(-r, r + 1)]
+    ok = [[torch.remainder(u[:, a] - v, s_ratio) == 0 for v in vals] for a in range(3)]
+    for a in range(3):
+        for t, v in enumerate(vals):
+            ok[a][t] &= (u[:, a] - v) >= umin[a]
+    bs, cells, counts, pts = [], [], [], []
+    for dx, dy, dz in kernel_offsets(k):
+        m = ok[0][dx + r] & ok[1][dy + r] & ok[2][dz + r]
+        sel = torch.nonzero(m).squeeze(1)
+        counts.append(int(sel.numel()))
+        shift = torch.tensor([dx * d, dy * d, dz * d], dtype=torch.int64, device=dev)
+        cells.append(torch.div(u.index_select(0, sel) - shift, s_ratio, rounding_mode="floor"))
+        bs.append(b.index_select(0, sel))
+        pts.append(sel)
+    out_coords, inv = _unique_cells(torch.cat(bs), torch.cat(cells), s_in * s_ratio)
+    in_idx = list(torch.split(torch.cat(pts), counts))
     out_idx = list(torch.split(inv, counts))
-    kmap = KernelMap(in_idx, out_idx, n, int(out_coords.shape[0]), k, identity=None, out_coords=out_coords)
-    return kmap
+    return KernelMap(in_idx, out_idx, n, int(out_coords.shape[0]), k, identity=None, out_coords=out_coords)
+
+
+def floor_cells(cache: KernelMapCache, cid: int, ratio: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The floor-site coarse set of ``cid`` at stride ratio ``ratio``, computed once per forward pass.
+
+    Returns ``(coarse coords, coarse row of every input row, offset index of every input row inside its
+    cell)``, the offset index in the even-kernel order ``dx*S*S + dy*S + dz``. Every floor-site strided conv of
+    one input (3³/5³ with ``sites="floor"``, 2³ kernel == stride) shares it, and since every fine site has
+    exactly one parent cell, a 2×2×2 stride-2 map (and its transpose, the decoder's up-conv) is read off
+    ``(row, parent, offset)`` with no neighbour search.
+    """
+    key = (int(cid), int(ratio))
+    hit = cache.floor_cells.get(key)
+    if hit is None:
+        coords = cache.coords(cid)
+        c64 = coords.to(torch.int64)
+        u = torch.div(c64[:, 1:], cache.stride(cid), rounding_mode="floor")
+        cell, oi = _out_sites_kernel_eq_stride(u, int(ratio))
+        out_coords, inv = _unique_cells(c64[:, 0], cell, cache.stride(cid) * int(ratio))
+        hit = (out_coords, inv, oi)
+        cache.floor_cells[key] = hit
+    return hit
 
 
 def _unique_cells(b: Tensor, cells: Tensor, s_out: int) -> tuple[Tensor, Tensor]:
@@ -379,12 +432,18 @@ def _unique_cells(b: Tensor, cells: Tensor, s_out: int) -> tuple[Tensor, Tensor]
     dev = cells.device
     if b.numel() == 0:
         return torch.zeros((0, 4), dtype=torch.int32, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
-    lo = cells.min(dim=0).values
-    ext = cells.max(dim=0).values - lo + 1
-    bl = int(b.min())
-    g = cells - lo
-    key = (((b - bl) * ext[0] + g[:, 0]) * ext[1] + g[:, 1]) * ext[2] + g[:, 2]
-    ukey, inv = torch.unique(key, sorted=True, return_inverse=True)
+    lo_t, hi_t = torch.aminmax(cells, dim=0)
+    bl, bh = torch.aminmax(b)
+    lo, hi, (bl, bh) = lo_t.tolist(), hi_t.tolist(), (int(bl), int(bh))  # one sync for all extents
+    ext = [h - lo_ + 1 for lo_, h in zip(lo, hi)]
+    key = (b - bl) * ext[0]
+    for a in range(3):
+        if a:
+            key *= ext[a]
+        key += cells[:, a] - lo[a]
+    if (bh - bl + 1) * ext[0] * ext[1] * ext[2] < 2**31:  # 4-byte keys sort about twice as fast
+        key = key.to(torch.int32)
+    ukey, inv, _, _ = sorted_unique(key)
     z = ukey % ext[2]
     rest = ukey // ext[2]
     y = rest % ext[1]
@@ -407,9 +466,7 @@ def floor_downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stri
         return downsample_map(cache, cid, k, s_ratio, d)
     coords = cache.coords(cid)
     s_in = cache.stride(cid)
-    c64 = coords.to(torch.int64)
-    u = torch.div(c64[:, 1:], s_in, rounding_mode="floor")
-    out_coords, _ = _unique_cells(c64[:, 0], torch.div(u, s_ratio, rounding_mode="floor"), s_in * s_ratio)
+    out_coords = floor_cells(cache, cid, s_ratio)[0]
     r = k // 2
     sc = sorted_coords(cache, cid, r * d + s_ratio)
     q = out_coords.to(torch.int64)
@@ -421,11 +478,9 @@ def floor_downsample_map(cache: KernelMapCache, cid: int, kernel_size: int, stri
     in_idx: list[Tensor | None] = [None] * kv
     out_idx: list[Tensor | None] = [None] * kv
     columns = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
-    for (dx, dy), hit, pos in _column_walk(sc, base, columns, k, d):
-        q, p, counts = _pairs_of(hit, pos)
-        for j, (o, i) in enumerate(zip(torch.split(q, counts), torch.split(sc.rows(p), counts))):
-            t = offset_index(k, dx, dy, j - r)
-            in_idx[t], out_idx[t] = i, o
+    for o, q, p in _column_walk(sc, base, columns, k, d):
+        t = offset_index(k, *o)
+        in_idx[t], out_idx[t] = sc.rows(p), q
     return KernelMap(in_idx, out_idx, int(coords.shape[0]), int(out_coords.shape[0]), k, identity=None,
                      out_coords=out_coords)
 
