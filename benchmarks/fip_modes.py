@@ -6,7 +6,7 @@ other seeds. Reports trainable parameters, the final and best validation mIoU, a
 reach each target mIoU; draws the convergence curves. Writes benchmarks/results/fip_modes.{json,png}.
 ``--from-json`` rebuilds the table and plot from a previous run's curves (e.g. for other targets).
 
-    python benchmarks/fip_modes.py [--steps 400] [--eval-every 50] [--train-scans 12] [--azimuth-steps 1000]
+    python benchmarks/fip_modes.py [--steps 300] [--eval-every 30] [--train-scans 24] [--azimuth-steps 1000]
         [--targets 0.2,0.25,0.3] [--from-json benchmarks/results/fip_modes.json]
 """
 
@@ -66,12 +66,12 @@ def steps_to(curve: list[tuple[int, float]], target: float) -> int | None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--train-scans", type=int, default=12)
-    p.add_argument("--val-scans", type=int, default=4)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=30)
+    p.add_argument("--train-scans", type=int, default=24)
+    p.add_argument("--val-scans", type=int, default=6)
     p.add_argument("--azimuth-steps", type=int, default=1000)
-    p.add_argument("--max-voxels", type=int, default=30000)
+    p.add_argument("--max-voxels", type=int, default=15000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--targets", default="0.2,0.25,0.3", help="comma-separated val mIoU targets for 'steps to'")

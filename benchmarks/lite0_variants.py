@@ -41,19 +41,22 @@ from i2p_ros.run_log import read_metrics  # noqa: E402
 from i2p_ros.train import Trainer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
+# Every knob is set explicitly, so a variant does not change when config/models/lite0.yaml does.
+V1 = ["encoder.stem_kernel=3", "decoder.kernels=[3,3,3,3]", "encoder.stages=5", "decoder.channels=[64,48,32,32]"]
 FAST = ["encoder.stem_kernel=1", "decoder.kernels=[3,3,3,1]"]
+SLIM = [*FAST, "encoder.stages=4", "decoder.channels=[48,32,24,16]"]
 VARIANTS = {
-    "A": ("lite0 v1: 5 stages, 3³ stem, decoder 64/48/32/32 all 3³", ["encoder.stem_kernel=3",
-                                                                      "decoder.kernels=[3,3,3,3]",
-                                                                      "encoder.stages=5",
-                                                                      "decoder.channels=[64,48,32,32]"]),
-    "B": ("A with 1³ stem and 1³ last decoder stage", [*FAST, "encoder.stages=5", "decoder.channels=[64,48,32,32]"]),
-    "C": ("B with 4 stages (to stride 16, 80 ch)", [*FAST, "encoder.stages=4", "decoder.channels=[64,48,32,32]"]),
-    "E": ("C with decoder 48/32/24/16", [*FAST, "encoder.stages=4", "decoder.channels=[48,32,24,16]"]),
-    "F": ("E at 0.15 m voxels", [*FAST, "encoder.stages=4", "decoder.channels=[48,32,24,16]", "voxel_size=0.15"]),
-    "H": ("E at 0.2 m voxels", [*FAST, "encoder.stages=4", "decoder.channels=[48,32,24,16]", "voxel_size=0.2"]),
-    "G": ("E with 3 stages (to stride 8, 40 ch)", [*FAST, "encoder.stages=3", "decoder.channels=[32,24,16]",
-                                                   "decoder.kernels=[3,3,1]"]),
+    "A": ("lite0 v1: 0.1 m, 5 stages, 3³ stem, decoder 64/48/32/32 all 3³", [*V1, "voxel_size=0.1"]),
+    "B": ("A with 1³ stem and 1³ last decoder stage",
+          [*FAST, "encoder.stages=5", "decoder.channels=[64,48,32,32]", "voxel_size=0.1"]),
+    "C": ("B with 4 stages (to stride 16, 80 ch)",
+          [*FAST, "encoder.stages=4", "decoder.channels=[64,48,32,32]", "voxel_size=0.1"]),
+    "E": ("C with decoder 48/32/24/16", [*SLIM, "voxel_size=0.1"]),
+    "F": ("E at 0.15 m voxels", [*SLIM, "voxel_size=0.15"]),
+    "H": ("E at 0.2 m voxels (lite0 v2, the shipped config)", [*SLIM, "voxel_size=0.2"]),
+    "G": ("H with 3 stages (to stride 8, 40 ch)", [*FAST, "encoder.stages=3", "decoder.channels=[32,24,16]",
+                                                   "decoder.kernels=[3,3,1]", "voxel_size=0.2"]),
+    "A2": ("A at 0.2 m voxels", [*V1, "voxel_size=0.2"]),
 }
 
 

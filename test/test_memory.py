@@ -1,40 +1,32 @@
-"""Process-memory helpers: the RSS we log follows real allocations; heap trimming runs on glibc."""
+"""The RSS training logs follows real allocations (checked in a fresh process)."""
 
 import platform
-import resource
+import subprocess
+import sys
 
-import numpy as np
 import pytest
-
-from i2p_ros.memory import rss_mb, trim_heap
 
 linux_only = pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/statm (Linux)")
 
 
+_PROBE = """
+import resource, numpy as np
+from i2p_ros.memory import rss_mb
+before = rss_mb()
+block = np.ones(200 * 2**20 // 8)  # 200 MiB, every page written
+during = rss_mb()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+del block
+print(before, during, peak, rss_mb())
+"""
+
+
 @linux_only
 def test_rss_follows_a_touched_allocation_and_agrees_with_getrusage():
-    before = rss_mb()
-    block = np.ones(200 * 2**20 // 8)  # 200 MiB, every page written
-    during = rss_mb()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # A fresh process: at the end of a long test session the reading did once not move at all for a new
+    # 200 MiB block (not pinned down; kernel RSS-counter batching or huge pages are the suspects).
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, timeout=60)
+    before, during, peak_mb, after = (float(v) for v in out.stdout.split())
     assert during - before > 180
     assert during <= peak_mb + 1  # never above the kernel's own high-water mark
-    del block
-    assert rss_mb() < during - 180  # a large block is mmap'ed: freeing it returns the pages at once
-
-
-@linux_only
-def test_trim_heap_returns_freed_small_blocks():
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("malloc_trim is glibc's")
-    # many small heap blocks (below the mmap threshold), then free all but the last so the heap cannot shrink
-    # by itself from the top: only malloc_trim gives the freed pages back
-    blocks = [bytearray(64 * 1024) for _ in range(3000)]
-    keep = bytearray(64 * 1024)
-    for b in blocks:
-        b[::4096] = b"\x01" * len(b[::4096])
-    del blocks
-    before = rss_mb()
-    assert trim_heap() is True
-    assert rss_mb() < before - 50
-    del keep
+    assert after < during - 180  # a large block is mmap'ed: freeing it returns the pages at once

@@ -175,3 +175,33 @@ def test_collate_voxelized_offsets_inverse():
     assert torch.equal(back[101:], (v1.inverse[1:] + v0.num_voxels).double())
     st = both.to_sparse()
     assert st.batch_size == 2 and st.feats.shape == (both.num_voxels, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_voxelize_drops_nonfinite_and_outside_points_in_any_float_dtype(dtype):
+    """NaN/Inf in any column and points outside the bounds are dropped (-1); the rest are voxelized exactly
+    like the float64 brute force of the same values (float16 takes the float32-accumulation path)."""
+    pts = _random_points(600, seed=13).to(dtype)
+    pts[0, 0] = float("nan")      # coordinate NaN
+    pts[1, 2] = float("inf")      # coordinate Inf
+    pts[2, 3] = float("nan")      # feature NaN, coordinates fine
+    pts[3, 3] = float("-inf")     # feature -Inf
+    pts[4, :3] = 1.4              # outside the max bound
+    bounds = ((-1.5, -1.5, -1.5), (1.2, 1.5, 1.5))
+    v = voxelize(pts, 0.25, bounds=bounds)
+    p64 = pts.double()
+    lo, hi = torch.tensor(bounds[0], dtype=torch.float64), torch.tensor(bounds[1], dtype=torch.float64)
+    kept = torch.isfinite(p64).all(1) & ((p64[:, :3] >= lo) & (p64[:, :3] < hi)).all(1)
+    assert not kept[:5].any() and kept[5:].sum() > 500
+    assert torch.equal(v.inverse >= 0, kept)
+    ref = _brute_voxels(p64[kept], (0.25,) * 3)
+    rows = torch.nonzero(kept).squeeze(1)
+    got = {tuple(c): i for i, c in enumerate(v.coords[:, 1:].tolist())}
+    assert set(got) == set(ref) and v.feats.dtype == dtype
+    for key, members in ref.items():
+        members = rows[members]
+        assert sorted(torch.nonzero(v.inverse == got[key]).squeeze(1).tolist()) == members.tolist()
+        torch.testing.assert_close(v.feats[got[key]].double(), p64[members].mean(0),
+                                   rtol=1e-3 if dtype == torch.float16 else 1e-6, atol=1e-3)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        voxelize(pts, 0.25, bounds=bounds, nonfinite="raise")
