@@ -64,21 +64,26 @@ def steps_to(curve: list[tuple[int, float]], target: float) -> int | None:
     return next((s for s, m in curve if m >= target), None)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_protocol_args(p: argparse.ArgumentParser, azimuth_flag: str = "--azimuth-steps") -> None:
+    """The training/validation protocol shared by the benchmarks that train lite0 (defaults: the README's runs)."""
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--eval-every", type=int, default=30)
     p.add_argument("--train-scans", type=int, default=24)
     p.add_argument("--val-scans", type=int, default=6)
-    p.add_argument("--azimuth-steps", type=int, default=1000)
+    p.add_argument(azimuth_flag, type=int, default=1000, help="columns per revolution of the simulated drives")
     p.add_argument("--max-voxels", type=int, default=15000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_protocol_args(p)
     p.add_argument("--targets", default="0.2,0.25,0.3", help="comma-separated val mIoU targets for 'steps to'")
     p.add_argument("--from-json", type=Path, default=None, help="re-tabulate a previous run (no training)")
     p.add_argument("--out", type=Path, default=OUT / "fip_modes.json", help="JSON path (the PNG goes next to it)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated fip:prior runs, e.g. io_bn:imagenet")
     args = p.parse_args()
     targets = [float(t) for t in args.targets.split(",")]

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine_info, write_json  # noqa: E402
-from fip_modes import make_data, run_config  # noqa: E402
+from fip_modes import add_protocol_args, make_data, run_config  # noqa: E402
 
 from i2p_ros.data.labels import load_label_config  # noqa: E402
 from i2p_ros.data.raycast import SensorConfig  # noqa: E402
@@ -79,14 +79,14 @@ def time_variants(names: list[str], args) -> dict[str, dict]:
         params[name] = sum(p.numel() for p in model.parameters())  # before the pipeline folds its BatchNorms
         pipes[name] = SegmentationPipeline(model, cfg, raw, device="cpu", num_threads=args.threads)
     times: dict[str, list[float]] = {n: [] for n in names}
-    voxels = []
+    voxels: dict[str, list[int]] = {n: [] for n in names}
     for r in range(args.runs):
         for name in names:
             res = pipes[name].segment(clouds[r % len(clouds)].numpy())
             times[name].append(res.timings_ms["total"])
-            voxels.append(res.num_voxels)
+            voxels[name].append(res.num_voxels)
     return {n: {"median_ms": statistics.median(t), "params": params[n],
-                "voxels_mean": statistics.mean(voxels), "points_mean": statistics.mean(len(c) for c in clouds)}
+                "voxels_mean": statistics.mean(voxels[n]), "points_mean": statistics.mean(len(c) for c in clouds)}
             for n, t in times.items()}
 
 
@@ -113,15 +113,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(VARIANTS),
                    help="comma-separated variant names; the first is the baseline")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--eval-every", type=int, default=30)
-    p.add_argument("--train-scans", type=int, default=24)
-    p.add_argument("--val-scans", type=int, default=6)
-    p.add_argument("--train-azimuth-steps", type=int, default=1000)
-    p.add_argument("--max-voxels", type=int, default=15000)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    add_protocol_args(p, azimuth_flag="--train-azimuth-steps")
     p.add_argument("--runs", type=int, default=15, help="timed frames per variant")
     p.add_argument("--scans", type=int, default=3)
     p.add_argument("--azimuth-steps", type=int, default=2200, help="2200 columns ~ 120k points per scan")
@@ -138,11 +130,13 @@ def main() -> int:
     to_train = names if args.train is None else [n for n in args.train.split(",") if n]
     acc = {} if args.skip_training else train_variants(to_train, args)
     base = speed[names[0]]["median_ms"]
-    header = ["variant", "what", "params", "e2e median ms", f"/ {names[0]}", "final val mIoU %", "best val mIoU %"]
+    header = ["variant", "what", "params", "voxels", "e2e median ms", f"/ {names[0]}",
+              "final val mIoU %", "best val mIoU %"]
     rows = []
     for n in names:
         a = acc.get(n, {})
-        rows.append([n, VARIANTS[n][0], f"{speed[n]['params']:,}", speed[n]["median_ms"],
+        rows.append([n, VARIANTS[n][0], f"{speed[n]['params']:,}", f"{speed[n]['voxels_mean']:,.0f}",
+                     speed[n]["median_ms"],
                      f"{speed[n]['median_ms'] / base:.2f}",
                      100 * a["final_val_miou"] if a else "-", 100 * a["best_val_miou"] if a else "-"])
     print(format_table(header, rows))

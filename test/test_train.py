@@ -54,8 +54,10 @@ def _train_miou(trainer: Trainer) -> float:
 @pytest.mark.parametrize("fip", ["scratch", "io_bn"])
 def test_overfits_a_tiny_sequence(tiny_data, tmp_path, fip):
     torch.set_num_threads(2)
-    cfg = train_cfg(tiny_data, fip=fip, prior="imagenet" if fip != "scratch" else "none", epochs=150,
-                    **{"optim.lr": 0.003})
+    cfg = train_cfg(tiny_data, fip=fip, prior="imagenet" if fip != "scratch" else "none", epochs=250,
+                    # lite0 v2 (0.2 m voxels, 1x1 stem) needs a larger step than the default 0.003 to
+                    # memorise two scans: measured 0.78 at 0.003/150 epochs, 0.92 at 0.01/150 epochs.
+                    **{"optim.lr": 0.01})
     trainer = Trainer(cfg, tmp_path, CPU, progress=False)
     before = _train_miou(trainer)
     trainer.fit()
