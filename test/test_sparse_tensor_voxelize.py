@@ -129,6 +129,9 @@ def test_voxelize_huge_extent_falls_back_to_row_unique():
     assert v.num_voxels == len(ref)
     assert [tuple(c) for c in v.coords[:, 1:].tolist()] == sorted(ref)  # lexicographic (x, y, z) order
     torch.testing.assert_close(v.coords[v.inverse, 1:].double(), torch.floor(pts[:, :3]), rtol=0, atol=0)
+    # this path averages features separately (float32 accumulation): each voxel's mean of its points
+    means = torch.stack([pts[ref[tuple(c)]].mean(0) for c in v.coords[:, 1:].tolist()])
+    torch.testing.assert_close(v.feats, means, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="exceed int32"):
         voxelize(pts * 2.0, 1.0)
 

@@ -101,16 +101,14 @@ class KernelMap:
 
     def transposed(self) -> KernelMap:
         """The same pairs with input and output swapped (for transposed convs and input gradients)."""
-        if self._transposed_of is not None:
-            original = self._transposed_of()
-            if original is not None:
-                return original
-        if self._transposed is None:
-            t = KernelMap(list(self.out_idx), list(self.in_idx), self.n_out, self.n_in, self.kernel_size,
-                          self.identity, None, self.symmetric, unique_out=self.unique_in, unique_in=self.unique_out)
-            t._transposed_of = weakref.ref(self)
-            self._transposed = t
-        return self._transposed
+        partner = self._partner()
+        if partner is None:
+            partner = KernelMap(list(self.out_idx), list(self.in_idx), self.n_out, self.n_in, self.kernel_size,
+                                self.identity, None, self.symmetric, unique_out=self.unique_in,
+                                unique_in=self.unique_out)
+            partner._transposed_of = weakref.ref(self)
+            self._transposed = partner
+        return partner
 
     def _partner(self) -> KernelMap | None:
         """The transpose already made from this map, or the map this one is the transpose of."""

@@ -112,12 +112,14 @@ def voxelize(points: Tensor,
     lo = hi = None
     if bounds is not None:
         lo, hi = _bounds(bounds)
-    keep = _kept_points(points, xyz, lo, hi, check_xyz=nonfinite == "raise" or bounds is None)
+    finite = None
     if nonfinite == "raise":
-        bad = num_points - int(_finite_rows(points).sum().item())
+        finite = _finite_rows(points)
+        bad = num_points - int(finite.sum().item())
         if bad:
             raise ValueError(f"voxelize: {bad} of {num_points} points have NaN/Inf values "
                              "(pass nonfinite='mask' to drop them)")
+    keep = _kept_points(points, xyz, lo, hi, finite)
     n_keep = int(keep.sum().item())
     if n_keep == 0:
         return Voxelized(torch.zeros((0, 4), dtype=torch.int32, device=device), points.new_zeros((0, feat_dim)),
@@ -179,14 +181,18 @@ def _finite_rows(points: Tensor, first_column: int = 0) -> Tensor:
 
 
 def _kept_points(points: Tensor, xyz: Tensor, lo: list[float] | None, hi: list[float] | None,
-                 check_xyz: bool) -> Tensor:
-    """Points with finite features inside the bounds. A NaN fails every comparison and +-Inf fails the bounds,
-    so with bounds only the non-coordinate columns need an explicit finiteness check."""
+                 finite: Tensor | None) -> Tensor:
+    """Points with finite features inside the bounds (``finite``: the all-columns finiteness mask, when the
+    caller already has it). A NaN fails every comparison and +-Inf fails the bounds, so with bounds only the
+    non-coordinate columns need an explicit finiteness check."""
     if lo is None or hi is None:
-        return _finite_rows(points)
-    keep = _finite_rows(points) if check_xyz else (
-        _finite_rows(points, 3) if points.shape[1] > 3 else torch.ones(points.shape[0], dtype=torch.bool,
-                                                                       device=points.device))
+        return finite if finite is not None else _finite_rows(points)
+    if finite is not None:
+        keep = finite.clone()
+    elif points.shape[1] > 3:
+        keep = _finite_rows(points, 3)
+    else:
+        keep = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
     for c in range(3):
         col = xyz[:, c]
         keep &= col >= lo[c]
@@ -227,10 +233,9 @@ def _voxelize_rows(points: Tensor, grid_f: Tensor, keep: Tensor, batch_index: in
     rows = torch.nonzero(keep).squeeze(1)
     uniq, inv = torch.unique(grid_f.index_select(0, rows).to(torch.int64), dim=0, sorted=True, return_inverse=True)
     m = uniq.shape[0]
-    feats = _mean_features(points, torch.zeros(points.shape[0], dtype=torch.int64, device=device).index_copy_(
-        0, rows, inv), keep, m)
     inverse = torch.full((points.shape[0],), -1, dtype=torch.int64, device=device)
     inverse[rows] = inv
+    feats = _mean_features(points, inverse, keep, m)
     if max_voxels is not None and m > max_voxels:
         uniq, feats, inverse = _subsample(uniq, feats, inverse, max_voxels, generator)
         m = uniq.shape[0]
